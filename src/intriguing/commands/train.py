@@ -1,0 +1,26 @@
+"""``intriguing train NAME``: train a zoo model (or load it from the cache) and print its errors."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from intriguing import training
+from intriguing.commands.options import data_dir_option, on_option, seed_option
+
+
+@click.command("train")
+@click.argument("name")
+@on_option
+@seed_option
+@data_dir_option
+def command(name: str, on: str, seed: int, data_dir: str | None) -> None:
+    """Train zoo model NAME (e.g. 'FC100-100-10'); a cached checkpoint is loaded instead when present."""
+    start = time.perf_counter()
+    _, result = training.trained_with_result(name, on=on, seed=seed, data_dir=data_dir)
+    click.echo(
+        f"{name} on {on} (seed {seed}): train error {100 * result.train_error:.2f}%, "
+        f"test error {100 * result.test_error:.2f}% [{time.perf_counter() - start:.1f}s; "
+        f"trained in {result.seconds:.1f}s]"
+    )

@@ -1,0 +1,86 @@
+"""Results as records: dataclasses to JSON and back, written atomically (STYLE.md #5).
+
+Everything the toolkit saves goes through :func:`write_json` / :func:`write_bytes`, which write to a
+temporary file in the same folder and rename it into place, so a run killed at any moment leaves
+either the old file or the new one, never half of one. That is what lets ``reproduce`` resume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Turn dataclasses, tensors, numpy values and paths into plain JSON values (numbers stay numbers)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return to_jsonable(obj.detach().cpu().tolist())
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None  # JSON has no NaN/inf; None reads back as "not measured"
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Save ``obj`` (dataclasses welcome) as indented JSON, atomically."""
+    text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False)
+    write_bytes(path, (text + "\n").encode())
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def environment() -> dict[str, str]:
+    """Library versions and machine facts recorded beside every result."""
+    import scipy
+
+    from intriguing import __version__
+
+    return {
+        "intriguing": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "platform": platform.platform(),
+        "torch_threads": str(torch.get_num_threads()),
+    }
