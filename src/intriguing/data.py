@@ -200,7 +200,11 @@ def load_mnist(split: str = "train", data_dir: str | os.PathLike | None = None) 
 
 def fingerprint(data_dir: str | os.PathLike | None = None) -> str:
     """A short hash naming the dataset's content, so caches never mix MNIST and e.g. Fashion-MNIST."""
-    folder = resolve_data_dir(data_dir)
+    return _fingerprint(resolve_data_dir(data_dir))
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint(folder: Path) -> str:
     h = hashlib.sha256()
     for stems in FILES.values():
         for stem in stems:

@@ -51,22 +51,51 @@ def cache_dir(override: str | os.PathLike | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
-def cache_key(name: str, on: str, seed: int, data_dir: str | os.PathLike | None = None) -> str:
-    """Hash of the full training configuration; equal keys mean identical weights."""
-    config = {
-        "format": CACHE_FORMAT,
-        "model": name,
-        "recipe": dataclasses.asdict(zoo.spec(name).recipe),
-        "on": on,
-        "seed": seed,
-        "data": data.fingerprint(data_dir),
-    }
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained model's weights: its hash names the checkpoint.
+
+    ``limit`` trains on the first ``limit`` images of the split only and ``overrides`` replaces
+    recipe fields (e.g. ``{"epochs": 2}``): both exist for quick runs (tests, the smoke preset).
+    """
+
+    name: str
+    on: str = "train"
+    seed: int = 0
+    limit: int | None = None
+    overrides: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def recipe(self) -> zoo.TrainRecipe:
+        try:
+            return dataclasses.replace(zoo.spec(self.name).recipe, **dict(self.overrides))
+        except TypeError as e:
+            raise IntriguingError(f"recipe overrides {dict(self.overrides)} for {self.name}: {e}") from None
+
+    def key(self, data_dir: str | os.PathLike | None = None) -> str:
+        """Hash of the full configuration and the dataset's content; equal keys mean identical weights."""
+        config = {
+            "format": CACHE_FORMAT,
+            "model": self.name,
+            "recipe": dataclasses.asdict(self.recipe),
+            "on": self.on,
+            "seed": self.seed,
+            "limit": self.limit,
+            "data": data.fingerprint(data_dir),
+        }
+        return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def checkpoint_path(name: str, on: str, seed: int, data_dir=None, cache=None) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-." else "_" for c in name)
-    return cache_dir(cache) / "models" / f"{safe}-{on}-s{seed}-{cache_key(name, on, seed, data_dir)}.safetensors"
+def _config(name: str, on: str, seed: int, limit: int | None, overrides: dict | None) -> TrainConfig:
+    if on not in data.SPLITS:
+        raise IntriguingError(f"unknown training split {on!r}: choose one of {', '.join(data.SPLITS)}")
+    zoo.spec(name)  # unknown names fail here, listing the close matches
+    return TrainConfig(name, on, seed, limit, tuple(sorted((overrides or {}).items())))
+
+
+def checkpoint_path(config: TrainConfig, data_dir=None, cache=None) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-." else "_" for c in config.name)
+    return cache_dir(cache) / "models" / f"{safe}-{config.on}-s{config.seed}-{config.key(data_dir)}.safetensors"
 
 
 def weight_penalty(model: nn.Module, weight_decay: dict[str, float]) -> torch.Tensor:
@@ -165,40 +194,45 @@ def error_rate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bat
     return wrong / len(images)
 
 
-def train(name: str, on: str = "train", seed: int = 0, *, data_dir=None, progress: bool = True) -> tuple[nn.Module, TrainResult]:
+def train(name: str, on: str = "train", seed: int = 0, *, limit: int | None = None, overrides: dict | None = None,
+          data_dir=None, progress: bool = True) -> tuple[nn.Module, TrainResult]:
     """Train zoo model ``name`` on split ``on`` from scratch (no cache); returns the model and its errors."""
-    spec = zoo.spec(name)
+    config = _config(name, on, seed, limit, overrides)
     images, labels = data.load_mnist(on, data_dir)
+    images, labels = images[:limit], labels[:limit]
     start = time.perf_counter()
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = spec.build()
-    fit(model, images, labels, spec.recipe, seed=seed, desc=f"train {name} on {on}", progress=progress)
+        model = zoo.build(name)
+    fit(model, images, labels, config.recipe, seed=seed, desc=f"train {name} on {on}", progress=progress)
     seconds = time.perf_counter() - start
     test_images, test_labels = data.load_mnist("test", data_dir)
     result = TrainResult(
         name=name, on=on, seed=seed,
         train_error=error_rate(model, images, labels),
         test_error=error_rate(model, test_images, test_labels),
-        seconds=seconds, cache_key=cache_key(name, on, seed, data_dir),
+        seconds=seconds, cache_key=config.key(data_dir),
     )
     return model, result
 
 
-def trained_with_result(name: str, on: str = "train", seed: int = 0, *, data_dir=None, cache=None,
+def trained_with_result(name: str, on: str = "train", seed: int = 0, *, limit: int | None = None,
+                        overrides: dict | None = None, data_dir=None, cache=None,
                         progress: bool = True) -> tuple[nn.Module, TrainResult]:
     """Like :func:`trained`, also returning the :class:`TrainResult` stored with the checkpoint."""
-    if on not in data.SPLITS:
-        raise IntriguingError(f"unknown training split {on!r}: choose one of {', '.join(data.SPLITS)}")
-    path = checkpoint_path(name, on, seed, data_dir, cache)
+    path = checkpoint_path(_config(name, on, seed, limit, overrides), data_dir, cache)
     if path.is_file():
         model = load_weights(zoo.build(name), path).eval()
         return model, TrainResult(**json.loads(read_metadata(path)["result"]))
-    model, result = train(name, on, seed, data_dir=data_dir, progress=progress)
+    model, result = train(name, on, seed, limit=limit, overrides=overrides, data_dir=data_dir, progress=progress)
     save_model(model, path, {"result": json.dumps(dataclasses.asdict(result))})
     return model, result
 
 
-def trained(name: str, on: str = "train", seed: int = 0, *, data_dir=None, cache=None, progress: bool = True) -> nn.Module:
-    """Zoo model ``name`` trained on ``on`` with ``seed``, in eval mode: loaded from the cache or trained."""
-    return trained_with_result(name, on, seed, data_dir=data_dir, cache=cache, progress=progress)[0]
+def trained(name: str, on: str = "train", seed: int = 0, **kwargs) -> nn.Module:
+    """Zoo model ``name`` trained on ``on`` with ``seed``, in eval mode: loaded from the cache or trained.
+
+    Keyword arguments: ``limit`` and ``overrides`` (quick runs, see :class:`TrainConfig`),
+    ``data_dir``, ``cache`` (checkpoint folder) and ``progress``.
+    """
+    return trained_with_result(name, on, seed, **kwargs)[0]

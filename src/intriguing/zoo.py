@@ -157,7 +157,8 @@ def build(name: str) -> nn.Module:
 def trained(name: str, on: str = "train", seed: int = 0, **kwargs) -> nn.Module:
     """The model trained on split ``on`` with ``seed``, in eval mode; loaded from the cache when there.
 
-    Keyword arguments (``data_dir``, ``cache_dir``, ``progress``) go to :func:`intriguing.training.trained`.
+    Keyword arguments (``limit``, ``overrides``, ``data_dir``, ``cache``, ``progress``) go to
+    :func:`intriguing.training.trained`.
     """
     from intriguing.training import trained as train_or_load
 
