@@ -142,13 +142,13 @@ def _checksums(folder: Path) -> dict[str, str]:
 def _load_verified(folder: Path, stem: str) -> np.ndarray:
     path = _find(folder, stem)
     raw = read_idx_bytes(path)
+    array = parse_idx(raw, str(path))  # structural problems first: their message is more specific
     expected = _checksums(folder).get(stem)
     if expected is not None and hashlib.sha256(raw).hexdigest() != expected:
         raise IntriguingError(
             f"{path}: SHA-256 of the decompressed bytes does not match {CHECKSUM_FILE}; "
             "the file is corrupt or not the original, replace it"
         )
-    array = parse_idx(raw, str(path))
     array.setflags(write=False)
     return array
 

@@ -119,28 +119,43 @@ def run_epochs(
     epochs: int,
     batch_size: int,
     lr: float,
+    optimizer: str = "adam",
     generator: torch.Generator,
     desc: str,
     progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
 ) -> None:
-    """Adam with cosine-decayed learning rate over shuffled minibatches of ``(inputs, targets)``."""
+    """Adam (or SGD with Nesterov momentum 0.9) with a cosine-decayed learning rate over shuffled minibatches.
+
+    ``on_step(steps_done)``, when given, runs after every optimizer step: the hook through which
+    adversarial training refreshes its pool on a schedule without a second loop.
+    """
     parameters = [p for p in parameters if p.requires_grad]
     n = len(inputs)
     steps_per_epoch = -(-n // batch_size)
     total = epochs * steps_per_epoch
-    optimizer = torch.optim.Adam(parameters, lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(total, 1))
+    if optimizer == "adam":
+        step_rule = torch.optim.Adam(parameters, lr=lr)
+    elif optimizer == "sgd":
+        step_rule = torch.optim.SGD(parameters, lr=lr, momentum=0.9, nesterov=True)
+    else:
+        raise IntriguingError(f"unknown optimizer {optimizer!r}: choose 'adam' or 'sgd'")
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(step_rule, T_max=max(total, 1))
+    steps_done = 0
     with tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step") as bar:
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
             for start in range(0, n, batch_size):
                 batch = order[start : start + batch_size]
                 loss = loss_fn(inputs[batch], targets[batch])
-                optimizer.zero_grad(set_to_none=True)
+                step_rule.zero_grad(set_to_none=True)
                 loss.backward()
-                optimizer.step()
+                step_rule.step()
                 schedule.step()
                 bar.update()
+                steps_done += 1
+                if on_step is not None:
+                    on_step(steps_done)
             bar.set_postfix(loss=f"{loss.item():.4f}")
 
 
@@ -168,8 +183,8 @@ def fit(
             return loss + weight_penalty(model, recipe.pretrain_weight_decay)
 
         run_epochs(model.parameters(), unsupervised, images, labels, epochs=recipe.pretrain_epochs,
-                   batch_size=recipe.batch_size, lr=recipe.lr, generator=generator,
-                   desc=f"{desc} (unsupervised)", progress=progress)
+                   batch_size=recipe.batch_size, lr=recipe.lr, optimizer=recipe.optimizer,
+                   generator=generator, desc=f"{desc} (unsupervised)", progress=progress)
     modules = dict(model.named_modules())
     for frozen in recipe.frozen:
         modules[frozen].requires_grad_(False)
@@ -179,7 +194,8 @@ def fit(
         return loss + weight_penalty(model, recipe.weight_decay)
 
     run_epochs(model.parameters(), supervised, images, labels, epochs=recipe.epochs,
-               batch_size=recipe.batch_size, lr=recipe.lr, generator=generator, desc=desc, progress=progress)
+               batch_size=recipe.batch_size, lr=recipe.lr, optimizer=recipe.optimizer, generator=generator,
+               desc=desc, progress=progress)
     model.requires_grad_(True)
     return model.eval()
 

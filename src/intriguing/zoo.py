@@ -39,7 +39,7 @@ class TrainRecipe:
     weight_decay: dict[str, float]
     batch_size: int = 128
     lr: float = 1e-3
-    dropout: float = 0.0
+    optimizer: str = "adam"
     pretrain_epochs: int = 0
     pretrain_weight_decay: dict[str, float] = field(default_factory=dict)
     sparsity_target: float = 0.05
@@ -57,19 +57,16 @@ class ModelSpec:
     recipe: TrainRecipe
 
 
-def fully_connected(*widths: int, activation: type[nn.Module] = nn.Sigmoid, dropout: float = 0.0) -> nn.Sequential:
+def fully_connected(*widths: int, activation: type[nn.Module] = nn.Sigmoid) -> nn.Sequential:
     """``FC w1-w2-...-10``: flatten, then Linear + activation per hidden width, then the logit layer.
 
     Modules are named ``fc{i}`` (weights) and ``h{i}`` (hidden activations), the logit layer ``out``.
-    With ``dropout`` > 0 a dropout module ``drop{i}`` follows each hidden activation.
     """
     layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
     fan_in = PIXELS
     for i, width in enumerate(widths[:-1], start=1):
         layers[f"fc{i}"] = nn.Linear(fan_in, width)
         layers[f"h{i}"] = activation()
-        if dropout:
-            layers[f"drop{i}"] = nn.Dropout(dropout)
         fan_in = width
     layers["out"] = nn.Linear(fan_in, widths[-1])
     return nn.Sequential(layers)
@@ -199,7 +196,7 @@ register(
             weight_decay={"out": 1e-6},
             lr=3e-3,
             pretrain_epochs=20,
-            pretrain_weight_decay={"encoder": 1e-5, "decoder": 1e-5},
+            pretrain_weight_decay={"encoder": 3e-3, "decoder": 3e-3},
             sparsity_target=0.05,
             sparsity_weight=3.0,
             frozen=("encoder",),

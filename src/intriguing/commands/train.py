@@ -16,7 +16,11 @@ from intriguing.commands.options import data_dir_option, on_option, seed_option
 @seed_option
 @data_dir_option
 def command(name: str, on: str, seed: int, data_dir: str | None) -> None:
-    """Train zoo model NAME (e.g. 'FC100-100-10'); a cached checkpoint is loaded instead when present."""
+    """Train zoo model NAME and print its errors; a cached checkpoint is loaded instead when present.
+
+    NAME is one of the paper's models, e.g. FC100-100-10 (see `python -c "import intriguing;
+    print(intriguing.zoo.names())"`).
+    """
     start = time.perf_counter()
     _, result = training.trained_with_result(name, on=on, seed=seed, data_dir=data_dir)
     click.echo(

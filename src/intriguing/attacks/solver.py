@@ -1,0 +1,394 @@
+"""A batched, box-constrained L-BFGS solver that searches the penalty constant ``c`` per row.
+
+The paper (Section 4.1) finds adversarial examples by minimising, for a row ``(x, l)``::
+
+    f_c(z) = c * ||z - x||^2 + loss(z, l)      subject to  low <= z <= high,      (z = x + r)
+
+with box-constrained L-BFGS, for the largest ``c`` whose minimiser is still adversarial. Here
+every row of a batch runs that whole procedure at once, on tensors shaped (B, m):
+
+* **projected L-BFGS** (L-BFGS-B style): coordinates held at a bound by the gradient stay fixed,
+  the quasi-Newton direction is computed on the others, and trial points are projected onto the
+  box, so the box is respected exactly, never by a change of variables or a clamp after the fact;
+* each row has its own memory of ``(s, y)`` pairs (:class:`~intriguing.attacks.memory.CompactMemory`),
+  its own backtracking Armijo line search (per-row step sizes) and its own convergence test;
+* the ``c`` search is per row. A solve tells whether its minimiser reaches the row's class ``l``
+  and by how much (the logit margin of ``l``). As ``|r|`` shrinks like ``1/c``, the margin is close
+  to linear in ``1/c``: the next ``c`` is the root of that line through the last two solves (at
+  first the clean input, ``c = inf``, and the first solve) before a bracket exists, or through both
+  ends of the bracket (regula falsi, Illinois variant, kept a little inside the bracket). The
+  search ends when ``c_fail / c_adv <= 1 + rtol`` (about 7 solves on FC100-100-10, bisection needs 10);
+* each solve is warm-started from the previous minimiser and keeps its curvature pairs, corrected
+  exactly for the new ``c``;
+* the closest successful point seen at *any* function evaluation is kept, not only minimisers;
+* the batch is a set of *slots* that stream rows: a row that finishes frees its slot for the next
+  row, so each model call serves a full batch until the queue runs dry.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from intriguing.attacks.base import SAFE_MARGIN
+from intriguing.attacks.memory import CompactMemory
+
+# Slot phases: empty; waiting for the evaluation at the clean input; needing a new search
+# direction; waiting for the evaluation of a trial step.
+EMPTY, START, DIRECTION, TRIAL = 0, 1, 2, 3
+
+# Objective: (z, x, goal, true, c) rows -> (f, grad f, margin of goal, success to record) rows.
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+                     tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """Numerical settings of the solver (documented on :class:`~intriguing.attacks.LBFGS`)."""
+
+    bounds: tuple[float, float]
+    initial_c: float | None
+    c_factor: float
+    c_rtol: float
+    max_solves: int
+    memory: int
+    max_iter: int
+    ftol: float
+    pgtol: float
+    batch_size: int
+
+
+@dataclass
+class SearchOutcome:
+    """Per row: the closest adversarial point seen (the clean input where none), its squared L2
+    distance (inf where none), the ``c`` it was found at, and the evaluations spent."""
+
+    best: torch.Tensor
+    best_sq: torch.Tensor
+    best_c: torch.Tensor
+    evaluations: torch.Tensor
+
+
+class _Slots:
+    """The solver's per-slot state: tensors shaped (B, ...), and the slots' L-BFGS memory.
+
+    ``margin`` is the success margin at ``z``; ``c_adv``/``m_adv`` the largest ``c`` whose minimiser
+    was adversarial and that minimiser's margin, ``c_fail``/``m_fail`` the smallest failing one;
+    ``m_clean`` is the margin at the clean input, ``c_prev``/``m_prev`` the previous solve's;
+    ``side`` says which end of the bracket moved last.
+    """
+
+    PER_SLOT = ("row", "phase", "x", "goal", "true", "z", "f", "g", "margin", "d", "step", "iters", "backtracks",
+                "c", "c_adv", "m_adv", "c_fail", "m_fail", "m_clean", "c_prev", "m_prev", "side", "solves")
+
+    def __init__(self, n: int, m: int, memory: int, like: torch.Tensor):
+        floats = dict(device=like.device, dtype=like.dtype)
+        ints = dict(device=like.device, dtype=torch.int64)
+        self.row = torch.full((n,), -1, **ints)
+        self.phase = torch.full((n,), EMPTY, **ints)
+        self.goal, self.true, self.iters, self.backtracks, self.solves, self.side = (
+            torch.zeros(n, **ints) for _ in range(6))
+        self.x, self.z, self.g, self.d = (torch.zeros(n, m, **floats) for _ in range(4))
+        (self.f, self.margin, self.step, self.c, self.c_adv, self.m_adv, self.c_fail, self.m_fail, self.m_clean,
+         self.c_prev, self.m_prev) = (torch.zeros(n, **floats) for _ in range(11))
+        self.memory = CompactMemory(n, m, memory, like)
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def keep(self, index: torch.Tensor) -> None:
+        """Drop every slot not in ``index`` (used when the queue is empty and the batch thins out)."""
+        for name in self.PER_SLOT:
+            setattr(self, name, getattr(self, name)[index])
+        self.memory.keep(index)
+
+
+def _norm2(v: torch.Tensor) -> torch.Tensor:
+    return v.pow(2).sum(1)
+
+
+class CSearch:
+    """Runs the per-row ``c`` search over all rows, streaming them through ``batch_size`` slots."""
+
+    ARMIJO = 1e-4
+    MAX_BACKTRACKS = 20
+    C_MIN = 1e-12
+    INSIDE = 0.1  # a regula-falsi step lands at least this fraction (in log c) inside the bracket
+
+    def __init__(self, objective: Objective, settings: SolverSettings, progress: bool = False):
+        self.objective = objective
+        self.settings = settings
+        self.low, self.high = settings.bounds
+        self.progress = progress
+
+    def run(self, x: torch.Tensor, goal: torch.Tensor, true: torch.Tensor) -> SearchOutcome:
+        """Search every row ``(x[i], goal[i])``; ``true`` goes to the objective's success test."""
+        self.rows_x, self.rows_goal, self.rows_true = x, goal, true
+        n_rows, m = x.shape
+        self.out = SearchOutcome(
+            best=x.clone(),
+            best_sq=torch.full((n_rows,), math.inf, device=x.device, dtype=x.dtype),
+            best_c=torch.full((n_rows,), math.nan, device=x.device, dtype=x.dtype),
+            evaluations=torch.zeros(n_rows, device=x.device, dtype=torch.int64),
+        )
+        self.slots = _Slots(min(self.settings.batch_size, n_rows), m, self.settings.memory, x)
+        self.next_row = 0
+        with tqdm(total=n_rows, desc="attack (c search)", unit="row", disable=not self.progress,
+                  leave=False) as self.bar:
+            self._load()
+            while (self.slots.phase != EMPTY).any():
+                self._iterate()
+        return self.out
+
+    # -- the iteration -------------------------------------------------------------------------
+
+    def _iterate(self) -> None:
+        """One batched model evaluation and everything it decides, for every occupied slot."""
+        s = self.slots
+        need = s.phase == DIRECTION
+        if need.any():
+            self._new_directions(need)
+        starting = s.phase == START
+        trial = torch.where(starting[:, None], s.z, (s.z + s.step[:, None] * s.d).clamp(self.low, self.high))
+        f, g, margin, success = self._evaluate(trial)
+        self._record_best(trial, success)
+        if starting.any():
+            self._start(starting, f, g, margin, success)
+        self._line_search(s.phase == TRIAL, trial, f, g, margin)
+        self._load()
+
+    def _evaluate(self, trial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``f``, its gradient, the margin and success at ``trial`` for the occupied slots
+        (inf, 0, -inf, False elsewhere)."""
+        s = self.slots
+        live = (s.phase != EMPTY).nonzero().squeeze(1)
+        c = torch.where(s.phase == START, torch.zeros_like(s.c), s.c)
+        if len(live) == len(s):
+            f, g, margin, success = self.objective(trial, s.x, s.goal, s.true, c)
+        else:
+            f = torch.full_like(s.f, math.inf)
+            g = torch.zeros_like(s.g)
+            margin = torch.full_like(s.f, -math.inf)
+            success = torch.zeros_like(s.row, dtype=torch.bool)
+            f[live], g[live], margin[live], success[live] = self.objective(
+                trial[live], s.x[live], s.goal[live], s.true[live], c[live])
+        self.out.evaluations[s.row[live]] += 1
+        return f, g, margin, success
+
+    def _record_best(self, trial: torch.Tensor, success: torch.Tensor) -> None:
+        """Keep, per row, the closest successful point seen at any evaluation."""
+        s = self.slots
+        sq = _norm2(trial - s.x)
+        better = success & (s.phase != EMPTY) & (sq < self.out.best_sq[s.row.clamp_min(0)])
+        if better.any():
+            rows = s.row[better]
+            self.out.best[rows] = trial[better]
+            self.out.best_sq[rows] = sq[better]
+            self.out.best_c[rows] = torch.where(s.phase[better] == START, math.nan, s.c[better])
+
+    # -- starting a row --------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        """Fill empty slots with the next rows; compact the batch once the queue has run dry."""
+        s = self.slots
+        remaining = len(self.rows_x) - self.next_row
+        if remaining == 0:
+            occupied = (s.phase != EMPTY).nonzero().squeeze(1)
+            if 0 < len(occupied) <= len(s) // 2:
+                s.keep(occupied)
+            return
+        empty = (s.phase == EMPTY).nonzero().squeeze(1)[:remaining]
+        rows = torch.arange(self.next_row, self.next_row + len(empty), device=s.row.device)
+        self.next_row += len(empty)
+        s.row[empty] = rows
+        s.phase[empty] = START
+        s.x[empty] = s.z[empty] = self.rows_x[rows]
+        s.goal[empty], s.true[empty] = self.rows_goal[rows], self.rows_true[rows]
+        s.c_adv[empty], s.c_fail[empty] = 0.0, math.inf
+        s.solves[empty] = s.iters[empty] = s.side[empty] = 0
+        loaded = torch.zeros_like(s.row, dtype=torch.bool)
+        loaded[empty] = True
+        s.memory.forget(loaded)
+
+    def _start(self, starting: torch.Tensor, f: torch.Tensor, g: torch.Tensor, margin: torch.Tensor,
+               success: torch.Tensor) -> None:
+        """Evaluated at the clean input (r = 0): finish rows already adversarial, pick ``c`` for the rest."""
+        s = self.slots
+        s.f = torch.where(starting, f, s.f)
+        s.g = torch.where(starting[:, None], g, s.g)
+        s.margin = torch.where(starting, margin, s.margin)
+        s.m_clean = torch.where(starting, margin, s.m_clean)
+        s.m_prev = torch.where(starting, margin, s.m_prev)
+        s.c_prev = torch.where(starting, math.inf, s.c_prev)  # the clean input is the solve at c = inf
+        s.c = torch.where(starting, self._initial_c(f, g), s.c)
+        s.phase[starting] = DIRECTION
+        self._finish(starting & success)
+
+    def _initial_c(self, loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """A first ``c`` per row: the linearised minimiser ``r = -grad / 2c`` lowers the loss by
+        ``|grad|^2 / 2c``; ask for it to reach about ``log 2`` (the target as likely as the best
+        other class). Erring towards a large ``c`` is cheap: that minimiser lies close to ``x``.
+        A fixed ``initial_c`` overrides the estimate."""
+        if self.settings.initial_c is not None:
+            return torch.full_like(loss, self.settings.initial_c)
+        free = self._free(self.slots.z, grad)
+        excess = (loss - math.log(2.0)).clamp_min(0.1)
+        return (_norm2(grad * free) / (2.0 * excess)).clamp_min(self.C_MIN * 10)
+
+    # -- directions and line search ------------------------------------------------------------
+
+    def _free(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Coordinates free to move: not held at a bound by a gradient pointing out of the box."""
+        held = ((z <= self.low) & (g > 0)) | ((z >= self.high) & (g < 0))
+        return (~held).to(z.dtype)
+
+    def _new_directions(self, need: torch.Tensor) -> None:
+        """Projected L-BFGS direction on the free coordinates, and a unit first step.
+
+        Coordinates held at a bound are excluded from ``q`` and from the direction, so the step
+        only moves variables that can move (the active-set idea of L-BFGS-B).
+        """
+        s = self.slots
+        free = self._free(s.z, s.g)
+        d = -s.memory.apply(s.g * free, s.c) * free
+        fallback = need & ((d * s.g).sum(1) >= 0)
+        if fallback.any():  # curvature pairs gone stale: restart from steepest descent
+            s.memory.forget(fallback)
+            steepest = -s.g * free
+            d = torch.where(fallback[:, None], steepest / steepest.norm(dim=1, keepdim=True).clamp_min(1e-12), d)
+        s.d = torch.where(need[:, None], d, s.d)
+        s.step = torch.where(need, torch.ones_like(s.step), s.step)
+        s.backtracks[need] = 0
+        s.phase[need] = TRIAL
+
+    def _line_search(self, trying: torch.Tensor, trial: torch.Tensor, f: torch.Tensor, g: torch.Tensor,
+                     margin: torch.Tensor) -> None:
+        """Armijo test on the projected step: accept (update memory, test convergence) or backtrack."""
+        s = self.slots
+        step = trial - s.z
+        slope = (step * s.g).sum(1)
+        accept = trying & torch.isfinite(f) & (slope < 0) & (f <= s.f + self.ARMIJO * slope)
+        reject = trying & ~accept
+        if accept.any():
+            self._accept(accept, trial, step, f, g, margin)
+        if reject.any():
+            self._backtrack(reject, f, slope)
+
+    def _accept(self, accept: torch.Tensor, trial: torch.Tensor, step: torch.Tensor, f: torch.Tensor,
+                g: torch.Tensor, margin: torch.Tensor) -> None:
+        s, cfg = self.slots, self.settings
+        s.memory.add(accept, step, g - s.g, s.c)
+        decrease = s.f - f
+        scale = torch.maximum(torch.maximum(s.f.abs(), f.abs()), torch.ones_like(f))
+        projected_grad = ((trial - g).clamp(self.low, self.high) - trial).abs().amax(1)
+        s.iters += accept.long()
+        converged = accept & ((decrease <= cfg.ftol * scale) | (projected_grad <= cfg.pgtol)
+                              | (s.iters >= cfg.max_iter))
+        s.z = torch.where(accept[:, None], trial, s.z)
+        s.g = torch.where(accept[:, None], g, s.g)
+        s.f = torch.where(accept, f, s.f)
+        s.margin = torch.where(accept, margin, s.margin)
+        s.phase[accept] = DIRECTION
+        if converged.any():
+            self._next_c(converged)
+
+    def _backtrack(self, reject: torch.Tensor, f: torch.Tensor, slope: torch.Tensor) -> None:
+        """Shrink the step by safeguarded quadratic interpolation; a failed search ends the solve."""
+        s = self.slots
+        curvature = f - s.f - slope
+        ratio = torch.where(torch.isfinite(f) & (curvature > 0), -slope / (2 * curvature), torch.full_like(f, 0.1))
+        s.step = torch.where(reject, s.step * ratio.clamp(0.1, 0.5), s.step)
+        s.backtracks += reject.long()
+        stuck = reject & (s.backtracks >= self.MAX_BACKTRACKS)
+        if stuck.any():
+            s.phase[stuck] = DIRECTION
+            s.memory.forget(stuck)
+            self._next_c(stuck)
+
+    # -- the c search ------------------------------------------------------------------------
+
+    def _next_c(self, solved: torch.Tensor) -> None:
+        """After a solve: update the bracket on ``c``, then finish the row or move to the next ``c``."""
+        s, cfg = self.slots, self.settings
+        adv = s.margin > SAFE_MARGIN
+        self._update_bracket(solved, adv)
+        s.solves += solved.long()
+        bracketed = (s.c_adv > 0) & torch.isfinite(s.c_fail)
+        new_c = torch.where(bracketed, self._inside_bracket(), self._extrapolated(adv))
+        s.c_prev = torch.where(solved, s.c, s.c_prev)
+        s.m_prev = torch.where(solved, s.margin, s.m_prev)
+        done = solved & (
+            (bracketed & (s.c_fail <= s.c_adv * (1 + cfg.c_rtol))) | (s.solves >= cfg.max_solves) | (new_c < self.C_MIN)
+        )
+        moving = solved & ~done
+        if moving.any():
+            self._change_c(moving, torch.where(moving, new_c, s.c))
+        self._finish(done)
+
+    def _update_bracket(self, solved: torch.Tensor, adv: torch.Tensor) -> None:
+        """Move one end of the bracket to the current ``c``; when the same end moves twice in a row,
+        halve the other end's margin (Illinois), which keeps regula falsi from stalling."""
+        s = self.slots
+        to_adv = solved & adv & (s.c > s.c_adv)
+        to_fail = solved & ~adv & (s.c < s.c_fail)
+        s.m_fail = torch.where(to_adv & (s.side == 1), s.m_fail / 2, s.m_fail)
+        s.m_adv = torch.where(to_fail & (s.side == -1), s.m_adv / 2, s.m_adv)
+        s.c_adv = torch.where(to_adv, s.c, s.c_adv)
+        s.m_adv = torch.where(to_adv, s.margin, s.m_adv)
+        s.c_fail = torch.where(to_fail, s.c, s.c_fail)
+        s.m_fail = torch.where(to_fail, s.margin, s.m_fail)
+        s.side = torch.where(to_adv, 1, torch.where(to_fail, -1, s.side))
+
+    def _inside_bracket(self) -> torch.Tensor:
+        """Regula falsi on ``margin ~ a + b / c`` between the bracket's ends, kept ``INSIDE`` of the
+        bracket's width (in log c) away from either end."""
+        s = self.slots
+        t_adv, t_fail = 1 / s.c_adv.clamp_min(self.C_MIN), 1 / s.c_fail
+        theta = s.m_adv / (s.m_adv - s.m_fail).clamp_min(torch.finfo(s.c.dtype).tiny)
+        guess = 1 / (t_adv + theta * (t_fail - t_adv)).clamp_min(torch.finfo(s.c.dtype).tiny)
+        log_lo, log_hi = s.c_adv.clamp_min(self.C_MIN).log(), s.c_fail.log()
+        width = log_hi - log_lo
+        return guess.log().clamp(log_lo + self.INSIDE * width, log_hi - self.INSIDE * width).exp()
+
+    def _extrapolated(self, adv: torch.Tensor) -> torch.Tensor:
+        """Before a bracket exists: the root of the line (in ``1/c``) through the previous solve (at
+        first the clean input, ``c = inf``) and this one, aimed past the root so that the next
+        solve likely lands on the other side: 2% past after the first solve, three times further
+        after each further solve on the same side; at most a factor ``c_factor`` per step."""
+        s, cfg = self.slots, self.settings
+        tiny = torch.finfo(s.c.dtype).tiny
+        t, t_prev = 1 / s.c, 1 / s.c_prev
+        slope = (s.margin - s.m_prev) / (t - t_prev).abs().clamp_min(tiny)  # margin gained per unit of 1/c
+        slope = slope * torch.sign(t - t_prev)
+        root = 1 / (t - s.margin / slope).clamp_min(tiny)
+        usable = (slope > 0) & torch.isfinite(root)
+        root = torch.where(usable, root, torch.where(adv, s.c * cfg.c_factor, s.c / cfg.c_factor))
+        overshoot = 1 + 0.02 * 3.0 ** (s.solves - 1).clamp(0, 6).to(s.c.dtype)
+        aimed = torch.where(adv, root * overshoot, root / overshoot)
+        step_up = aimed.clamp(s.c * (1 + cfg.c_rtol), s.c * cfg.c_factor)
+        step_down = aimed.clamp(s.c / cfg.c_factor, s.c / (1 + cfg.c_rtol))
+        return torch.where(adv, step_up, step_down)
+
+    def _change_c(self, moving: torch.Tensor, new_c: torch.Tensor) -> None:
+        """Move to the new ``c`` without a model call: the penalty's value and gradient change in
+        closed form, and the memory corrects its pairs itself (:class:`CompactMemory`)."""
+        s = self.slots
+        dc = new_c - s.c
+        r = s.z - s.x
+        s.f = s.f + dc * _norm2(r)
+        s.g = s.g + 2 * dc[:, None] * r
+        s.c = new_c
+        s.iters[moving] = 0
+        s.phase[moving] = DIRECTION
+
+    def _finish(self, done: torch.Tensor) -> None:
+        s = self.slots
+        count = int(done.sum())
+        if count:
+            s.phase[done] = EMPTY
+            s.row[done] = -1
+            self.bar.update(count)

@@ -1,0 +1,88 @@
+"""``intriguing lipschitz MODEL|PATH``: Section 4.3's layer-wise Lipschitz bounds, next to the exact norms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import torch
+from torch import nn
+
+from intriguing import alexnet, data, records, spectral, zoo
+from intriguing.checkpoint import load_weights
+from intriguing.commands.options import data_dir_option, on_option, seed_option
+from intriguing.errors import IntriguingError, unknown_name_error
+
+ALEXNET = "alexnet"
+
+
+def resolve(model: str, arch: str | None, weights: str | None, on: str, seed: int,
+            data_dir: str | None) -> tuple[nn.Module, tuple[int, ...]]:
+    """The network MODEL names and its input shape: a zoo model (trained or cached), AlexNet, or a checkpoint file."""
+    if weights is not None and model != ALEXNET:
+        raise IntriguingError(f"--weights is for {ALEXNET!r}; pass a checkpoint of another architecture as PATH "
+                              "with --arch NAME")
+    if model == ALEXNET:
+        return alexnet.alexnet(weights, seed=seed), alexnet.INPUT_SHAPE
+    if model in zoo.names():
+        return zoo.trained(model, on=on, seed=seed, data_dir=data_dir), zoo.INPUT_SHAPE
+    if Path(model).is_file():
+        if arch is None:
+            raise IntriguingError(f"{model}: a checkpoint needs its architecture: pass --arch NAME "
+                                  f"({ALEXNET!r} or a zoo model, e.g. 'ConvNet')")
+        if arch == ALEXNET:
+            return alexnet.alexnet(model), alexnet.INPUT_SHAPE
+        if arch not in zoo.names():
+            raise unknown_name_error("architecture", arch, [*zoo.names(), ALEXNET])
+        return load_weights(zoo.build(arch), model).eval(), zoo.INPUT_SHAPE
+    raise unknown_name_error("model", model, [*zoo.names(), ALEXNET])
+
+
+@click.command("lipschitz")
+@click.argument("model", metavar="MODEL|PATH")
+@click.option("--arch", default=None, help=f"Architecture of a safetensors PATH: a zoo name or '{ALEXNET}'.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help=f"Trained weights for '{ALEXNET}' (safetensors); default: seeded random weights.")
+@click.option("--images", type=click.IntRange(min=0), default=500, show_default=True,
+              help="Test images for the gradient lower bound (MNIST-shaped models; 0 skips it).")
+@click.option("--pairs", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Test images to attack (L-BFGS) for the adversarial-pair lower bound (0 skips it).")
+@click.option("--tol", type=float, default=1e-5, show_default=True,
+              help="Relative residual at which the exact norms' Lanczos iteration stops.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also save the table (settings included) as JSON.")
+@on_option
+@seed_option
+@data_dir_option
+def command(model: str, arch: str | None, weights: str | None, images: int, pairs: int, tol: float,
+            json_path: str | None, on: str, seed: int, data_dir: str | None) -> None:
+    """Per-layer upper Lipschitz bounds (the paper's Table 5 method) and exact norms of MODEL.
+
+    MODEL is a zoo name (trained, or loaded from the cache), 'alexnet' (Table 5's network), or a
+    safetensors PATH with --arch. For MNIST-shaped models the largest input-gradient norm over test
+    images (and, with --pairs, over adversarial pairs) shows how far the product bound is from what
+    the network does.
+    """
+    network, input_shape = resolve(model, arch, weights, on, seed, data_dir)
+    x = pair = None
+    if input_shape == zoo.INPUT_SHAPE and (images or pairs):
+        test_images, test_labels = data.load_mnist("test", data_dir)
+        x = test_images[:images] if images else None
+        if pairs:
+            pair = spectral.adversarial_pairs(network, test_images[:pairs], test_labels[:pairs])
+            pair = pair if len(pair[0]) else None
+    table = spectral.spectral_table(network, input_shape, name=model, images=x, pairs=pair, tol=tol, seed=seed,
+                                    progress=True)
+    document = records.to_jsonable(table)
+    is_alexnet = ALEXNET in (model, arch)
+    click.echo(spectral.layers_markdown(document, spectral.paper_bounds() if is_alexnet else None))
+    for label, value, count in (("max ||df/dx|| over test images", table.gradient_lower_bound, table.images),
+                                ("max ||f(x')-f(x)||/||x'-x|| over adversarial pairs", table.pair_lower_bound,
+                                 table.pairs)):
+        if value is not None:
+            click.echo(f"{label} ({count}): {value:.5g}")
+    click.echo(f"[{table.seconds:.1f}s, {torch.get_num_threads()} threads]")
+    if json_path:
+        settings = {"model": model, "arch": arch, "weights": weights, "images": images, "pairs": pairs, "tol": tol,
+                    "on": on, "seed": seed, "data_dir": data_dir}
+        records.write_json(json_path, {"settings": settings, "table": document, "environment": records.environment()})

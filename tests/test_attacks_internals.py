@@ -1,0 +1,111 @@
+"""The attack's numerical building blocks against trusted references: the two-loop recursion
+(L-BFGS memory), clarabel (projections onto half-spaces within the box), and the margin's sign."""
+
+from __future__ import annotations
+
+import clarabel
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from intriguing.attacks.base import reached, success_margin
+from intriguing.attacks.memory import CompactMemory
+from intriguing.attacks.refine import project_to_halfspace, project_to_polyhedron
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def two_loop(q, pairs, c):
+    """Textbook L-BFGS two-loop recursion (Nocedal & Wright, Alg. 7.4) for one row, with each pair's
+    ``y`` corrected to the penalty ``c``; pairs failing the curvature test are skipped."""
+    pairs = [(s, y + 2 * (c - c_at) * s) for s, y, c_at in pairs]
+    pairs = [(s, y) for s, y in pairs if s @ y > 1e-8 * s.norm() * y.norm()]
+    if not pairs:
+        return q / q.norm()
+    alphas = []
+    for s, y in reversed(pairs):
+        alpha = (s @ q) / (s @ y)
+        q = q - alpha * y
+        alphas.append(alpha)
+    s, y = pairs[-1]
+    r = (s @ y) / (y @ y) * q
+    for (s, y), alpha in zip(pairs, reversed(alphas)):
+        r = r + (alpha - (y @ r) / (s @ y)) * s
+    return r
+
+
+def test_compact_memory_equals_the_two_loop_recursion():
+    torch.manual_seed(0)
+    rows, m, size = 4, 12, 5
+    memory = CompactMemory(rows, m, size, torch.zeros(1, dtype=torch.float64))
+    hessians = torch.randn(rows, m, m, dtype=torch.float64)
+    hessians = hessians @ hessians.transpose(1, 2) + torch.eye(m, dtype=torch.float64)
+    c = torch.full((rows,), 0.5, dtype=torch.float64)
+    events = []
+    for step in range(9):
+        s = torch.randn(rows, m, dtype=torch.float64)
+        y = torch.einsum("bij,bj->bi", hessians, s) + 2 * c[:, None] * s
+        stored = torch.rand(rows) > 0.3
+        stored[0] = step != 7  # rows store independently: each keeps its own last `size` pairs
+        memory.add(stored, s, y, c)
+        events.append([(s[b], y[b], float(c[b])) if stored[b] else None for b in range(rows)])
+        if step == 5:  # a new c: the stored pairs must be corrected, some lose positive curvature
+            c = c * torch.tensor([3.0, 0.2, 1.0, 5.0], dtype=torch.float64)
+    memory.forget(torch.tensor([False, False, False, True]))
+    q = torch.randn(rows, m, dtype=torch.float64)
+    applied = memory.apply(q, c)
+    for b in range(rows):
+        pairs = [event[b] for event in events if event[b] is not None][-size:] if b != 3 else []
+        assert torch.allclose(applied[b], two_loop(q[b], pairs, float(c[b])), atol=1e-10)
+
+
+def clarabel_projection(x, A, b, low, high):
+    """min |u - x|^2 s.t. A u >= b, low <= u <= high, by clarabel (None if infeasible)."""
+    m = len(x)
+    identity = sp.identity(m, format="csc")
+    constraints = sp.vstack([sp.csc_matrix(-A), identity, -identity]).tocsc()
+    rhs = np.concatenate([-b, np.full(m, high), np.full(m, -low)])
+    settings = clarabel.DefaultSettings()
+    settings.verbose = False
+    solution = clarabel.DefaultSolver(identity, -x, constraints, rhs, [clarabel.NonnegativeConeT(len(rhs))],
+                                      settings).solve()
+    return np.asarray(solution.x) if solution.status == clarabel.SolverStatus.Solved else None
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_projection_onto_half_spaces_in_the_box_matches_clarabel(k):
+    gen = torch.Generator().manual_seed(k)
+    rows, m = 24, 30
+    x = torch.rand(rows, m, generator=gen)
+    A = torch.randn(rows, k, m, generator=gen)
+    b = torch.einsum("bkm,bm->bk", A, x) + 2 * torch.rand(rows, k, generator=gen)  # x itself violates all
+    projected = project_to_polyhedron(x, A, b, 0.0, 1.0)
+    if k == 1:
+        assert torch.allclose(project_to_halfspace(x, A[:, 0], b[:, 0], 0.0, 1.0), projected, atol=1e-5)
+    solved = 0
+    for i in range(rows):
+        point, matrix, bound = x[i].double().numpy(), A[i].double().numpy(), b[i].double().numpy()
+        reference = clarabel_projection(point, matrix, bound, 0, 1)
+        if reference is None:
+            continue
+        solved += 1
+        ours = projected[i].double().numpy()
+        assert ours.min() >= 0 and ours.max() <= 1
+        assert (matrix @ ours >= bound - 1e-4 * (1 + np.abs(bound))).all()  # feasible
+        ours_sq, best_sq = ((ours - point) ** 2).sum(), ((reference - point) ** 2).sum()
+        assert abs(ours_sq - best_sq) <= 1e-4 * best_sq + 1e-7  # and optimal
+    assert solved > rows // 2
+
+
+def test_success_margin_sign_agrees_with_the_predicted_class():
+    logits = torch.randn(200, 5, generator=torch.Generator().manual_seed(0))
+    goal = torch.randint(0, 5, (200,), generator=torch.Generator().manual_seed(1))
+    for targeted in (True, False):
+        assert torch.equal(success_margin(logits, goal, targeted) > 0, reached(logits, goal, targeted))

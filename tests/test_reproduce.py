@@ -1,0 +1,204 @@
+"""``intriguing reproduce``: resuming after a kill, the results.json schema, every file of the smoke
+preset, and a well-formed HTML report showing the paper's number and ours in every cell."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+
+import pytest
+from click.testing import CliRunner
+
+from intriguing import cli, records, reproduce, transfer
+from intriguing.errors import IntriguingError
+
+TABLES = ["table1", "table2", "table3", "table4"]
+
+
+# --- the framework, on made-up sections -------------------------------------------------------------
+
+
+class Killed(BaseException):
+    """Stands for a kill (Ctrl-C, out of time): not an Exception, so nothing may swallow it."""
+
+
+@pytest.fixture
+def made_up(monkeypatch):
+    """Three made-up sections (``b`` needs ``a``) in an empty registry; returns the list of runs made."""
+    monkeypatch.setattr(reproduce, "_SECTIONS", {})
+    monkeypatch.setattr(reproduce, "SECTION_MODULES", ())
+    calls: list[str] = []
+    kill = set()
+
+    def section(key: str, needs: tuple[str, ...] = (), scale: float = 1.0) -> reproduce.Section:
+        def run(ctx, settings, results):
+            calls.append(key)
+            if key in kill:
+                raise Killed
+            ctx.stage(f"{key} halfway", 0.5)
+            return {"value": settings["scale"] * len(key) + sum(results[n]["value"] for n in needs)}
+
+        return reproduce.register(reproduce.Section(
+            key=key, title=f"Section {key}", run=run, render=lambda result, ctx: f"value {result['value']}",
+            settings=reproduce.preset_settings(smoke={"scale": scale}, default={"scale": 2.0}, full={"scale": 3.0}),
+            needs=needs, estimate_seconds={"smoke": 1.0},
+            claims=lambda result: [reproduce.Claim("a", "value is positive", result["value"] > 0, "")]
+            if key == "a" else []))
+
+    for args in (("a",), ("b", ("a",)), ("c",)):
+        section(*args)
+    return calls, kill, section
+
+
+def test_a_killed_run_resumes_without_redoing_finished_sections(made_up, tmp_path):
+    calls, kill, _ = made_up
+    kill.add("c")
+    with pytest.raises(Killed):
+        reproduce.run("smoke", tmp_path / "run", progress=False)
+    assert calls == ["a", "b", "c"]
+    assert sorted(p.name for p in (tmp_path / "run" / "sections").iterdir()) == ["a.json", "b.json"]
+    assert not (tmp_path / "run" / "results.json").exists()
+
+    kill.clear()
+    resumed = reproduce.run("smoke", tmp_path / "run", progress=False)
+    assert calls == ["a", "b", "c", "c"]  # only the killed section ran again
+    fresh = reproduce.run("smoke", tmp_path / "fresh", progress=True)
+    assert [resumed[k] for k in "abc"] == [fresh[k] for k in "abc"] == [{"value": 1.0}, {"value": 2.0}, {"value": 1.0}]
+    assert records.read_json(tmp_path / "run" / "results.json")["claims"] == [
+        {"section": "a", "statement": "value is positive", "holds": True, "evidence": ""}]
+
+
+def test_a_changed_configuration_recomputes_only_that_section(made_up, tmp_path):
+    calls, _, section = made_up
+    reproduce.run("smoke", tmp_path, progress=False)
+    section("c", scale=10.0)  # same key, new settings: its stored result no longer applies
+    document = reproduce.run("smoke", tmp_path, progress=False)
+    assert calls == ["a", "b", "c", "c"] and document["c"] == {"value": 10.0}
+
+
+def test_only_runs_the_chosen_sections_and_what_they_need_and_reports_the_rest_stored(made_up, tmp_path):
+    calls, _, _ = made_up
+    reproduce.run("smoke", tmp_path, only=["c"], progress=False)
+    document = reproduce.run("smoke", tmp_path, only=["b"], progress=False)
+    assert calls == ["c", "a", "b"]
+    assert set(document["sections"]) == {"a", "b", "c"}
+    with pytest.raises(IntriguingError, match=r"unknown section 'bb': did you mean 'b'"):
+        reproduce.run("smoke", tmp_path, only=["bb"], progress=False)
+    with pytest.raises(IntriguingError, match="unknown preset"):
+        reproduce.run("quick", tmp_path)
+
+
+# --- the real smoke preset of Tables 1-4 --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    # One thread: tiny tensors gain nothing from two, and on a shared test machine they stall each other.
+    document = reproduce.run("smoke", out, only=TABLES, progress=False, threads=1)
+    return out, document
+
+
+def test_smoke_preset_writes_every_file(smoke):
+    out, _ = smoke
+    for name in ["results.json", "report.md", "report.html", f"figures/{transfer.FIGURE}",
+                 *(f"sections/{key}.json" for key in TABLES)]:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert len(list((out / "artifacts").glob("adversarial-*.safetensors"))) == 9  # 6 + 3 attacked models
+
+
+def test_results_json_speaks_the_papers_names_with_intervals_and_provenance(smoke):
+    out, _ = smoke
+    results = json.loads((out / "results.json").read_text())
+    assert results["preset"] == "smoke" and {"torch", "numpy", "intriguing"} <= set(results["environment"])
+    assert set(results["timings_seconds"]) == set(TABLES)
+    for key in TABLES:
+        paper, ours = reproduce.paper(key), results[key]
+        assert ours["columns"] == paper["columns"] and list(ours["rows"]) == list(paper["rows"])
+        assert ours["n_attacked"] == 20 and ours["target_rule"] == transfer.TARGET_RULE
+        assert ours["seeds"] and ours["attack"]["method"] == "LBFGS"
+        for row in ours["rows"].values():
+            assert list(row) == paper["columns"]
+            for estimate in row.values():
+                assert estimate["method"] in ("wilson", "t") and estimate["n"] > 0
+                assert estimate["low"] <= estimate["value"] <= estimate["high"]
+    assert results["table1"]["rows"]["FC10(1e-4)"]["train_error"]["n"] == 2000  # smoke: first 2000 images
+    assert {c["section"] for c in results["claims"]} == {"table1", "table2", "table4"}
+
+
+class StrictHTML(HTMLParser):
+    """Fails on a closing tag that does not match the open one; collects the table cells' text."""
+
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"}
+
+    def __init__(self):
+        super().__init__()
+        self.open: list[str] = []
+        self.cells: list[str] = []
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+        if tag not in self.VOID:
+            self.open.append(tag)
+        if tag == "td":
+            self.cells.append("")
+
+    def handle_endtag(self, tag):
+        assert self.open and self.open[-1] == tag, f"</{tag}> closes <{self.open[-1] if self.open else None}>"
+        self.open.pop()
+
+    def handle_data(self, data):
+        if "td" in self.open:
+            self.cells[-1] += data
+
+
+def test_html_report_is_well_formed_and_shows_paper_and_ours_in_every_cell(smoke):
+    out, document = smoke
+    text = (out / "report.html").read_text()
+    parser = StrictHTML()
+    parser.feed(text)
+    parser.close()
+    assert parser.open == [] and text.startswith("<!DOCTYPE html>")
+    number = r"\d+\.\d+%?"
+    compared = [c for c in parser.cells if re.fullmatch(rf"({number}|n/a) · ({number}|n/a)( \(.*\))?( ⚠)?", c.strip())]
+    paper_cells = sum(len(reproduce.paper(k)["rows"]) * len(reproduce.paper(k)["columns"]) for k in TABLES)
+    assert len(compared) == paper_cells
+    # the Table 2 cell FC10(1e-4) -> FC10(1e-2): the paper's 11.7% and ours
+    ours = document["table2"]["rows"]["FC10(1e-4)"]["FC10(1e-2)"]["value"]
+    assert any(c.startswith(f"11.7% · {100 * ours:.1f}%") for c in compared)
+    assert parser.images and all(src.startswith("data:image/png;base64,") for src in parser.images)
+
+
+def test_resume_after_losing_a_section_redoes_only_it_from_stored_attacks(smoke, tmp_path, monkeypatch):
+    out, document = smoke
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    (copy / "sections" / "table2.json").unlink()
+    (copy / "figures" / transfer.FIGURE).unlink()
+    computed = []
+    compute = reproduce._compute
+    monkeypatch.setattr(reproduce, "_compute", lambda s, ctx, r: computed.append(s.key) or compute(s, ctx, r))
+
+    def no_attacks(*args, **kwargs):
+        raise AssertionError("the stored adversarial examples must be reused")
+
+    monkeypatch.setattr(transfer, "attack_model", no_attacks)
+    resumed = reproduce.run("smoke", copy, only=TABLES, progress=False, threads=1)
+    assert computed == ["table2"]
+    assert all(resumed[key] == document[key] for key in TABLES)
+    assert (copy / "figures" / transfer.FIGURE).is_file()
+
+
+def test_cli_reports_the_run_and_rejects_an_unknown_section_in_one_line(smoke):
+    out, _ = smoke
+    runner = CliRunner()
+    done = runner.invoke(cli.main, ["reproduce", "--preset", "smoke", "--out", str(out), "--only", "table3,table4",
+                                    "--no-progress", "--threads", "1"])
+    assert done.exit_code == 0, done.output
+    assert "report.html" in done.output and "claims of the paper hold" in done.output
+    wrong = runner.invoke(cli.main, ["reproduce", "--preset", "smoke", "--out", str(out), "--only", "tabel4"])
+    assert wrong.exit_code == 2 and "unknown section 'tabel4': did you mean 'table4'" in wrong.output

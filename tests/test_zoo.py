@@ -1,0 +1,51 @@
+"""The registry: the paper's names, output shapes, named layers, helpful misses."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from intriguing import zoo
+from intriguing.errors import IntriguingError
+
+PAPER_NAMES = ["FC10(1e-4)", "FC10(1e-2)", "FC10(1)", "FC100-100-10", "FC200-200-10", "FC123-456-10", "AE400-10"]
+
+
+def test_every_paper_model_is_registered():
+    assert set(PAPER_NAMES) <= set(zoo.names())
+    assert "ConvNet" in zoo.names()
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_models_map_images_to_ten_logits(name):
+    model = zoo.build(name).eval()
+    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("name, hidden", [("FC100-100-10", (100, 100)), ("FC123-456-10", (123, 456)), ("FC200-200-10", (200, 200))])
+def test_sigmoid_nets_expose_their_hidden_layers_by_name(name, hidden):
+    model = zoo.build(name)
+    modules = dict(model.named_modules())
+    assert isinstance(modules["h1"], torch.nn.Sigmoid) and isinstance(modules["h2"], torch.nn.Sigmoid)
+    assert (modules["fc1"].out_features, modules["fc2"].out_features) == hidden
+    assert zoo.spec(name).recipe.weight_decay == {"fc1": 1e-5, "fc2": 1e-5, "out": 1e-6}
+
+
+def test_softmax_regressions_differ_only_in_weight_decay():
+    lams = [zoo.spec(n).recipe.weight_decay["out"] for n in PAPER_NAMES[:3]]
+    assert lams == [1e-4, 1e-2, 1.0]
+
+
+def test_autoencoder_decoder_is_not_in_the_forward_path():
+    model = zoo.build("AE400-10")
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o, n=n: seen.append(n)) for n, m in model.named_children()]
+    model(torch.rand(2, 1, 28, 28))
+    for h in hooks:
+        h.remove()
+    assert seen == ["flatten", "encoder", "h1", "out"]
+
+
+def test_unknown_name_lists_close_matches():
+    with pytest.raises(IntriguingError, match=r"unknown model 'FC100-100'.*did you mean.*'FC100-100-10'"):
+        zoo.build("FC100-100")
