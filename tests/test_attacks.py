@@ -19,15 +19,6 @@ from intriguing.attacks.base import make_task, verified_result
 from intriguing.errors import IntriguingError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from a second OpenMP thread, and on a busy machine waiting for it
-    makes every operation milliseconds long."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny_mlp(seed: int, inputs: int = 6, hidden: int = 8, classes: int = 4, scale: float = 3.0) -> nn.Module:
     """A random sigmoid network; ``scale`` makes its weights large enough for every class to win somewhere."""

@@ -66,9 +66,7 @@ def test_attack_command_prints_and_records(monkeypatch, tmp_path, mode):
         model.out.weight.copy_(torch.randn(model.out.weight.shape, generator=torch.Generator().manual_seed(0)) * 0.05)
     monkeypatch.setattr(zoo, "trained", lambda *args, **kwargs: model.eval())
     out = tmp_path / "attack.json"
-    threads = torch.get_num_threads()
     result = CliRunner().invoke(cli.main, ["attack", "FC10(1e-4)", "--n", "4", "--target", mode, "--out", str(out)])
-    torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     assert "success 100.0%" in result.output and "median" in result.output
     record = json.loads(out.read_text())

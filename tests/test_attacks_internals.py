@@ -14,13 +14,6 @@ from intriguing.attacks.memory import CompactMemory
 from intriguing.attacks.refine import project_to_halfspace, project_to_polyhedron
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def two_loop(q, pairs, c):
     """Textbook L-BFGS two-loop recursion (Nocedal & Wright, Alg. 7.4) for one row, with each pair's

@@ -196,8 +196,8 @@ def test_resume_after_losing_a_section_redoes_only_it_from_stored_attacks(smoke,
 def test_cli_reports_the_run_and_rejects_an_unknown_section_in_one_line(smoke):
     out, _ = smoke
     runner = CliRunner()
-    done = runner.invoke(cli.main, ["reproduce", "--preset", "smoke", "--out", str(out), "--only", "table3,table4",
-                                    "--no-progress", "--threads", "1"])
+    done = runner.invoke(cli.main, ["--threads", "1", "reproduce", "--preset", "smoke", "--out", str(out),
+                                    "--only", "table3,table4", "--no-progress"])
     assert done.exit_code == 0, done.output
     assert "report.html" in done.output and "claims of the paper hold" in done.output
     wrong = runner.invoke(cli.main, ["reproduce", "--preset", "smoke", "--out", str(out), "--only", "tabel4"])
