@@ -6,10 +6,9 @@ import dataclasses
 import time
 
 import click
-import torch
 
 from intriguing import advtrain, records
-from intriguing.commands.options import data_dir_option, threads_option
+from intriguing.commands.options import data_dir_option
 
 DEFAULTS = advtrain.ExperimentConfig()
 POOL = DEFAULTS.training
@@ -51,12 +50,11 @@ def _layers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
               help="Test images whose average minimum distortion measures robustness.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=str), default=None,
               help="Write the full record (config, every run, summary) to this JSON file.")
-@threads_option
 @data_dir_option
 def command(model: str, layers: tuple[str, ...], seeds: int, epochs: int | None, warmup_epochs: int,
             pool_size: int, refresh_every: int, refresh_fraction: float, pool_batch: int, target: str,
             dropout: float, baselines: bool, limit: int | None, eval_examples: int, out: str | None,
-            threads: int | None, data_dir: str | None) -> None:
+            data_dir: str | None) -> None:
     """Adversarially train zoo MODEL (e.g. 'FC100-100-10') with pools at --layers, beside the baselines.
 
     Prints each variant's test error (mean ± std over the seeds) and average minimum distortion.
@@ -67,8 +65,6 @@ def command(model: str, layers: tuple[str, ...], seeds: int, epochs: int | None,
     config = dataclasses.replace(DEFAULTS, model=model, seeds=tuple(range(seeds)), layers=layers, dropout=dropout,
                                  baselines=baselines, limit=limit, eval_examples=eval_examples,
                                  recipe={"epochs": epochs} if epochs else {}, training=pool)
-    if threads is not None:
-        torch.set_num_threads(threads)
     start = time.perf_counter()
     experiment = advtrain.run_experiment(config, data_dir=data_dir)
     for s in experiment.summary:

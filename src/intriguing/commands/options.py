@@ -18,7 +18,3 @@ on_option = click.option(
     "--on", "on", type=click.Choice(list(data.SPLITS)), default="train", show_default=True,
     help="Training split: the full set, or the paper's disjoint halves P1 / P2.",
 )
-threads_option = click.option(
-    "--threads", type=click.IntRange(min=1), default=None,
-    help="Torch threads (default: torch's choice); 1 is fastest on a machine busy with other jobs.",
-)
