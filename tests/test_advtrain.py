@@ -67,7 +67,8 @@ def test_fresh_pool_examples_fool_the_model_they_were_made_for(scheduled_run):
 
 
 def test_same_seed_same_pools_and_weights():
-    config, recipe = dataclasses.replace(SCHEDULE, layers=("h2",), warmup_epochs=1), dataclasses.replace(QUICK_RECIPE, epochs=2)
+    config = dataclasses.replace(SCHEDULE, layers=("h2",), warmup_epochs=1)
+    recipe = dataclasses.replace(QUICK_RECIPE, epochs=2)
     again = [fresh_model(), fresh_model()]
     logs = [advtrain.adversarial_train(m, *train_subset(256), config, recipe, progress=False) for m in again]
     assert [e.step for e in logs[0].refreshes] == [4, 8]

@@ -638,7 +638,8 @@ reproduce.register(reproduce.Section(
     claims=claims,
     settings=reproduce.preset_settings(
         # A few hundred steps on 1,000 images with a larger learning rate: the code path, not the paper.
-        smoke=ExperimentConfig(seeds=(0,), limit=1000, eval_examples=10, recipe={"epochs": 4, "lr": 1e-2, "batch_size": 64},
+        smoke=ExperimentConfig(seeds=(0,), limit=1000, eval_examples=10,
+                               recipe={"epochs": 4, "lr": 1e-2, "batch_size": 64},
                                training=AdvTrainConfig(warmup_epochs=2, pool_size=32, refresh_every=16)),
         # A sixth of the training set for 20 epochs: the mechanism and its cost, in about two minutes.
         default=ExperimentConfig(limit=10_000, eval_examples=100, recipe={"epochs": 20, "lr": 3e-3},

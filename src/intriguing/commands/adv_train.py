@@ -40,8 +40,8 @@ def _layers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
               help="Pool examples added to every minibatch.")
 @click.option("--target", type=click.Choice(advtrain.TARGETS), default=POOL.target, show_default=True,
               help="Aim of the pool's adversarial examples: a random other class, or the closest one.")
-@click.option("--dropout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=DEFAULTS.dropout, show_default=True,
-              help="Dropout rate of the dropout baseline.")
+@click.option("--dropout", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=DEFAULTS.dropout,
+              show_default=True, help="Dropout rate of the dropout baseline.")
 @click.option("--baselines/--no-baselines", default=DEFAULTS.baselines, show_default=True,
               help="Also train the weight-decay-only and dropout baselines in the same harness.")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
