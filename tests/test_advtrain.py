@@ -8,8 +8,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from intriguing import advtrain, data, records, reproduce, zoo
-from intriguing.attacks import LBFGS
+from intriguing import advtrain, data, paper, records, zoo
+from intriguing.attacks import LBFGS, LBFGSConfig
 from intriguing.cli import main
 from intriguing.errors import IntriguingError
 
@@ -23,7 +23,7 @@ def train_subset(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fresh_model(seed: int = 0) -> torch.nn.Module:
-    return advtrain.build("FC100-100-10", advtrain.AdvTrainConfig(), seed)
+    return advtrain.build_variant("FC100-100-10", advtrain.AdvTrainConfig(), seed)
 
 
 # 512 images in batches of 64: 8 steps per epoch, 40 steps in all. Pools are filled after four epochs
@@ -86,10 +86,21 @@ def test_a_short_adversarial_run_raises_the_average_minimum_distortion():
     for config in (plain, adversarial):
         model = fresh_model()
         advtrain.adversarial_train(model, images, labels, config, recipe, progress=False)
-        robustness = advtrain.min_distortion(model, *evaluation, attack=LBFGS(**advtrain.POOL_ATTACK))
+        robustness = advtrain.min_distortion(model, *evaluation, attack=LBFGS(LBFGSConfig.pool()))
         assert robustness.success_rate == 1.0
         distortions.append(robustness.mean_distortion)
     assert distortions[1] > 1.1 * distortions[0], f"before {distortions[0]:.4f}, after {distortions[1]:.4f}"
+
+
+def test_the_closest_class_needs_no_more_distortion_than_a_random_target(scheduled_run):
+    model, _ = scheduled_run
+    test_images, test_labels = data.load_mnist("test")
+    images, labels = test_images[:6], test_labels[:6]
+    attack = LBFGS(LBFGSConfig.pool())
+    aimed = advtrain.min_distortion(model, images, labels, attack=attack)
+    closest = advtrain.min_distortion(model, images, labels, target="untargeted", attack=attack)
+    assert aimed.success_rate == closest.success_rate == 1.0
+    assert closest.mean_distortion <= 1.001 * aimed.mean_distortion
 
 
 def test_split_at_a_hidden_layer_composes_back_to_the_model():
@@ -116,6 +127,7 @@ def test_dropout_baseline_adds_dropout_after_each_hidden_layer_only():
     ({"dropout": 1.0}, "dropout"),
     ({"target": "nearest"}, "unknown target"),
     ({"layers": ("h1", "h1")}, "once"),
+    ({"attack": {"refine": False}}, "LBFGSConfig"),
 ])
 def test_bad_config_is_one_clear_error(bad, message):
     with pytest.raises(IntriguingError, match=message):
@@ -141,14 +153,14 @@ def test_summary_is_the_mean_and_sample_std_over_seeds():
     runs = [advtrain.RunResult(variant="weight decay", seed=s, train_error=0.0, test_error=e, robustness=robust,
                                seconds=1.0, attack_seconds=0.0, generated=0, pool_success_rate=float("nan"))
             for s, e in enumerate([0.010, 0.012, 0.014])]
-    (summary,) = advtrain.summarise(runs, {"weight decay": advtrain.AdvTrainConfig(layers=())})
+    (summary,) = advtrain.summarise_runs(runs, {"weight decay": advtrain.AdvTrainConfig(layers=())})
     assert summary.seeds == 3
     assert summary.test_error_mean == pytest.approx(0.012)
     assert summary.test_error_std == pytest.approx(0.002)
 
 
 def test_smoke_section_reports_every_variant_beside_the_paper(tmp_path):
-    document = reproduce.run("smoke", tmp_path, only=["adversarial_training"], progress=False, threads=1)
+    document = paper.reproduce("smoke", tmp_path, only=["adversarial_training"], progress=False, threads=1)
     result = document["adversarial_training"]
     variants = [s["variant"] for s in result["summary"]]
     assert variants == ["weight decay", "dropout", "adversarial (input)", "adversarial (input, h1, h2)"]
@@ -166,7 +178,7 @@ def test_cli_maps_its_flags_onto_the_experiment_config(monkeypatch, tmp_path):
 
     def fake_run(config, **_):
         seen["config"] = config
-        return advtrain.Experiment(config=config, recipe=config.train_recipe(), train_examples=0, runs=[],
+        return advtrain.AdvTrainStudy(config=config, recipe=config.train_recipe(), train_examples=0, runs=[],
                                    summary=[], seconds=0.0)
 
     monkeypatch.setattr(advtrain, "run_experiment", fake_run)

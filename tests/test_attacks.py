@@ -5,6 +5,8 @@ Tiny hand-made models only (a few inputs, a few classes), so every test runs in 
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import warnings
 
@@ -14,10 +16,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from intriguing.attacks import LBFGS, AttackResult, exact_linear, random_targets, rms_distortion
-from intriguing.attacks.base import make_task, verified_result
+from intriguing.attacks import LBFGS, Attack, AttackResult, LBFGSConfig, Targeted, Untargeted, exact_linear, rms_distortion
+from intriguing.attacks.base import Found, make_task, verified_result
 from intriguing.errors import IntriguingError
-
+from intriguing.records import to_jsonable
+from intriguing.seeding import random_targets
 
 
 def tiny_mlp(seed: int, inputs: int = 6, hidden: int = 8, classes: int = 4, scale: float = 3.0) -> nn.Module:
@@ -138,7 +141,8 @@ def test_already_adversarial_inputs_cost_one_evaluation_and_no_distortion():
     model = tiny_mlp(5)
     x = inputs(5, 4)
     predicted = model(x).argmax(1)
-    result = LBFGS()(model, x, target=predicted)
+    with pytest.warns(UserWarning, match="already the model's class"):  # maybe labels passed as targets
+        result = LBFGS()(model, x, target=predicted)
     assert bool(result.success.all()) and bool((result.distortion == 0).all())
     assert bool((result.evaluations == 1).all())
 
@@ -198,10 +202,10 @@ def test_verification_reports_every_bad_candidate_as_a_failure():
 
     model = NaNAbove().eval()
     x = torch.tensor([[0.6, 0.2]]).repeat(5, 1)
-    task = make_task(model, x, torch.ones(5, dtype=torch.int64), None, (0.0, 1.0))
+    task = make_task(model, x, Targeted(torch.ones(5, dtype=torch.int64)), (0.0, 1.0))
     candidates = torch.tensor([[0.3, 0.4], [0.6, 0.5], [0.3, 1.2], [math.nan, 0.7], [0.3, 0.95]])
-    result = verified_result(model, task, candidates, distortion_paper=torch.zeros(5), c=torch.ones(5),
-                             evaluations=torch.ones(5, dtype=torch.int64), config={})
+    found = Found(candidates, distortion_paper=torch.zeros(5), c=torch.ones(5), evaluations=torch.ones(5, dtype=torch.int64))
+    result = verified_result(model, task, found, config={})
     # Only the first is classified as class 1, inside the box, with finite input and logits.
     assert result.success.tolist() == [True, False, False, False, False]
     assert torch.equal(result.adversarial[1:], x[1:]) and bool(result.distortion[1:].isnan().all())
@@ -254,3 +258,74 @@ def test_bad_input_raises_one_clear_error_naming_the_argument(make_call, names):
         make_call(model, x)
     assert isinstance(error.value, IntriguingError)
     assert str(error.value).startswith(f"{names}:")
+
+
+def test_named_configs_are_the_papers_the_pools_and_the_refined_attack():
+    assert LBFGSConfig.paper() == LBFGSConfig(refine=False)
+    assert LBFGSConfig.pool() == LBFGSConfig(refine=False, max_solves=8, c_rtol=0.1)
+    assert LBFGSConfig.refined() == LBFGSConfig()
+    variant = dataclasses.replace(LBFGSConfig.paper(), max_solves=10, max_iter=50)
+    assert (variant.refine, variant.max_solves, variant.max_iter) == (False, 10, 50)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        variant.max_solves = 3
+    # Recorded as before: the method, the solver's settings, refine_steps 0 when refine is off.
+    assert LBFGSConfig.paper().to_dict() == {
+        "method": "LBFGS", "bounds": [0.0, 1.0], "initial_c": None, "c_factor": 10.0, "c_rtol": 0.01,
+        "max_solves": 30, "memory": 10, "max_iter": 100, "ftol": 1e-5, "pgtol": 1e-5, "batch_size": 512,
+        "refine": False, "refine_steps": 0}
+    assert json.loads(json.dumps(to_jsonable(LBFGSConfig.pool())))["max_solves"] == 8
+    assert LBFGS(LBFGSConfig.paper(), max_solves=10).config == LBFGSConfig(refine=False, max_solves=10)
+    assert LBFGS(refine=False).config == LBFGSConfig.paper()
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: LBFGSConfig(c_factor=1.0), "c_factor"),
+    (lambda: LBFGSConfig(initial_c=0), "initial_c"),
+    (lambda: LBFGSConfig(max_iter=2.5), "max_iter"),
+    (lambda: LBFGSConfig(refine="no"), "refine"),
+    (lambda: LBFGSConfig(refine_steps=-1), "refine_steps"),
+    (lambda: LBFGSConfig(bounds=(0.0,)), "bounds"),
+    (lambda: LBFGSConfig.paper(max_solve=3), "max_solve"),
+    (lambda: LBFGS(memroy=3), "memroy"),
+    (lambda: LBFGS({"refine": False}), "config"),
+])
+def test_bad_configs_raise_one_clear_error_naming_the_field(make, name):
+    with pytest.raises(IntriguingError) as error:
+        make()
+    assert str(error.value).startswith(f"{name}:")
+
+
+def test_criterion_objects_equal_the_keyword_shorthand():
+    model = tiny_mlp(11, scale=2.0)
+    x = inputs(11, 5)
+    labels = model(x).argmax(1)
+    target = random_targets(labels, 4, seed=2)
+    attack = LBFGS(LBFGSConfig.paper())
+    for by_object, by_keyword in ((attack(model, x, Targeted(target)), attack(model, x, target=target)),
+                                  (attack(model, x, Untargeted(labels)), attack(model, x, labels=labels))):
+        assert torch.equal(by_object.adversarial, by_keyword.adversarial)
+        assert torch.equal(by_object.evaluations, by_keyword.evaluations)
+    checked = attack(model, x, Targeted(target, labels=labels))  # labels only check the targets
+    assert torch.equal(checked.adversarial, attack(model, x, target=target).adversarial)
+
+
+def test_any_search_gets_the_checks_and_the_verification():
+    class TowardsZero(Attack):
+        """A toy attack: its only candidate is the box corner 0."""
+
+        def record(self):
+            return {"method": "corner"}
+
+        def _search(self, model, task):
+            from intriguing.attacks.base import Found
+            n = len(task.x)
+            return Found(torch.zeros_like(task.x), torch.zeros(n), torch.full((n,), math.nan),
+                         torch.ones(n, dtype=torch.int64))
+
+    model = linear([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], [0.0, 0.0, 0.5])  # class 2 wins at the corner 0
+    x = torch.tensor([[0.7, 0.2], [0.3, 0.6]])
+    result = TowardsZero()(model, x, Targeted(torch.tensor([2, 0])))
+    assert result.success.tolist() == [True, False] and result.config == {"method": "corner"}
+    assert torch.equal(result.adversarial[1], x[1])
+    with pytest.raises(IntriguingError, match="^x:"):
+        TowardsZero()(model, x * 3, labels=torch.tensor([0, 1]))

@@ -10,8 +10,9 @@ from click.testing import CliRunner
 from torch import nn
 
 from intriguing import cli, zoo
-from intriguing.attacks import gaussian_noise, random_targets, rescale_perturbation, rms_distortion
+from intriguing.attacks import gaussian_noise, rescale_perturbation, rms_distortion
 from intriguing.errors import IntriguingError
+from intriguing.seeding import random_targets
 
 
 def test_gaussian_noise_is_seeded_clipped_and_of_the_asked_size():

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from intriguing.attacks.base import reached, success_margin
+from intriguing.attacks.criteria import reached, success_margin
 from intriguing.attacks.memory import CompactMemory
 from intriguing.attacks.refine import project_to_halfspace, project_to_polyhedron
 
@@ -102,3 +102,51 @@ def test_success_margin_sign_agrees_with_the_predicted_class():
     goal = torch.randint(0, 5, (200,), generator=torch.Generator().manual_seed(1))
     for targeted in (True, False):
         assert torch.equal(success_margin(logits, goal, targeted) > 0, reached(logits, goal, targeted))
+
+
+def test_the_search_runs_with_subnormals_flushed_and_restores_the_setting():
+    from torch import nn
+
+    from intriguing.attacks import LBFGS
+    from intriguing.attacks.base import _flushing
+
+    seen = []
+
+    class Recording(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(6, 3)
+
+        def forward(self, x):
+            seen.append(_flushing())
+            return self.layer(x)
+
+    torch.manual_seed(0)
+    model = Recording().eval()
+    x = torch.rand(4, 6)
+    for setting in (False, True):
+        torch.set_flush_denormal(setting)
+        seen.clear()
+        LBFGS(refine=False, max_solves=3)(model, x, labels=torch.zeros(4, dtype=torch.int64))
+        assert _flushing() == setting  # the caller's setting is back
+        assert all(seen[1:-1])  # every evaluation of the search (not the checks around it) is flushed
+    torch.set_flush_denormal(False)
+
+
+def test_subnormal_weights_change_nothing_and_cost_nothing():
+    from torch import nn
+
+    from intriguing.attacks import LBFGS
+
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(20, 8), nn.Sigmoid(), nn.Linear(8, 4)).eval()
+    zeroed = nn.Sequential(nn.Linear(20, 8), nn.Sigmoid(), nn.Linear(8, 4)).eval()
+    zeroed.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        model[0].weight[:, :5] = 1e-40  # subnormal in float32, as weight decay leaves MNIST's border weights
+        zeroed[0].weight[:, :5] = 0.0
+    x = torch.rand(6, 20, generator=torch.Generator().manual_seed(2))
+    x[:, :5] = 0.0
+    labels = zeroed(x).argmax(1)
+    ours, reference = (LBFGS(refine=False)(net, x, labels=labels) for net in (model, zeroed))
+    assert torch.equal(ours.adversarial, reference.adversarial)

@@ -126,3 +126,21 @@ def test_bundled_copy_matches_shared_checksums():
     for stems in data.FILES.values():
         for stem in stems:
             assert data._checksums(shared)[stem] == hashlib.sha256(gzip.decompress((shared / f"{stem}.gz").read_bytes())).hexdigest()
+
+
+def test_check_fits_probes_the_model_and_leaves_no_trace(tmp_path):
+    """Other image sizes are fine for a model built for them; labels must fit its outputs; the probe
+    changes neither the random state nor the train/eval mode (seeded training must not notice it)."""
+    folder = make_dataset(tmp_path / "fits")
+    images = torch.rand(4, 1, 32, 32)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Dropout(0.5), torch.nn.Linear(32 * 32, 10)).train()
+    state = torch.random.get_rng_state()
+    data.check_fits(model, images, torch.tensor([0, 3, 9, 1]), name="mine", data_dir=folder)
+    assert torch.equal(torch.random.get_rng_state(), state) and model.training
+    with pytest.raises(IntriguingError, match=r"labels range over 0\.\.12, but model mine has 10 outputs"):
+        data.check_fits(model, images, torch.tensor([0, 12, 3, 1]), name="mine", data_dir=folder)
+    with pytest.raises(IntriguingError, match="model mine fails on one 28x28 image of .*check that the model takes"):
+        data.check_fits(model, torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.int64), name="mine",
+                        data_dir=folder)
+    with pytest.raises(IntriguingError, match="no images"):
+        data.check_fits(model, images[:0], torch.zeros(0, dtype=torch.int64), name="mine", data_dir=folder)

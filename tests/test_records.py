@@ -48,3 +48,19 @@ def test_failed_write_keeps_the_old_file(tmp_path):
     with pytest.raises(TypeError):
         records.write_json(path, {"v": object()})
     assert records.read_json(path) == {"v": 1}
+
+
+def test_a_damaged_json_file_is_one_clear_error(tmp_path):
+    from intriguing.errors import IntriguingError
+
+    path = tmp_path / "r.json"
+    records.write_json(path, {"v": [1, 2, 3]})
+    path.write_bytes(path.read_bytes()[:7])
+    with pytest.raises(IntriguingError, match=r"r\.json is damaged \(JSONDecodeError"):
+        records.read_json(path)
+
+
+def test_the_environment_names_the_code_that_ran():
+    env = records.environment()
+    assert env["git"]  # `git describe --always --dirty` in a checkout, else says it is not one
+    assert {"intriguing", "torch", "numpy", "python"} <= set(env)

@@ -11,8 +11,10 @@ from html.parser import HTMLParser
 import pytest
 from click.testing import CliRunner
 
-from intriguing import cli, records, reproduce, transfer
+from intriguing import cli, paper, records, runner, transfer
 from intriguing.errors import IntriguingError
+from intriguing.paper.sections import _transfer
+from intriguing.paper.tables import paper as published
 
 TABLES = ["table1", "table2", "table3", "table4"]
 
@@ -24,15 +26,21 @@ class Killed(BaseException):
     """Stands for a kill (Ctrl-C, out of time): not an Exception, so nothing may swallow it."""
 
 
+def run_made_up(sections: dict, preset: str, out, **kwargs) -> dict:
+    """The runner on the made-up sections, in their order of creation."""
+    ctx = runner.Context(preset=preset, out=out, progress=kwargs.pop("progress", False))
+    return runner.run(list(sections.values()), ctx, **kwargs)[0]
+
+
 @pytest.fixture
-def made_up(monkeypatch):
-    """Three made-up sections (``b`` needs ``a``) in an empty registry; returns the list of runs made."""
-    monkeypatch.setattr(reproduce, "_SECTIONS", {})
-    monkeypatch.setattr(reproduce, "SECTION_MODULES", ())
+def made_up():
+    """Three made-up sections (``b`` needs ``a``); returns the list of runs made, the kill set, the
+    section factory and the sections by key."""
     calls: list[str] = []
     kill = set()
+    sections: dict[str, runner.Section] = {}
 
-    def section(key: str, needs: tuple[str, ...] = (), scale: float = 1.0) -> reproduce.Section:
+    def section(key: str, needs: tuple[str, ...] = (), scale: float = 1.0) -> runner.Section:
         def run(ctx, settings, results):
             calls.append(key)
             if key in kill:
@@ -40,54 +48,91 @@ def made_up(monkeypatch):
             ctx.stage(f"{key} halfway", 0.5)
             return {"value": settings["scale"] * len(key) + sum(results[n]["value"] for n in needs)}
 
-        return reproduce.register(reproduce.Section(
+        sections[key] = runner.Section(
             key=key, title=f"Section {key}", run=run, render=lambda result, ctx: f"value {result['value']}",
-            settings=reproduce.preset_settings(smoke={"scale": scale}, default={"scale": 2.0}, full={"scale": 3.0}),
+            settings=runner.preset_settings(smoke={"scale": scale}, default={"scale": 2.0}, full={"scale": 3.0}),
             needs=needs, estimate_seconds={"smoke": 1.0},
-            claims=lambda result: [reproduce.Claim("a", "value is positive", result["value"] > 0, "")]
-            if key == "a" else []))
+            claims=lambda result: [runner.Claim("a", "value is positive", result["value"] > 0, "")]
+            if key == "a" else [])
+        return sections[key]
 
     for args in (("a",), ("b", ("a",)), ("c",)):
         section(*args)
-    return calls, kill, section
+    return calls, kill, section, sections
 
 
 def test_a_killed_run_resumes_without_redoing_finished_sections(made_up, tmp_path):
-    calls, kill, _ = made_up
+    calls, kill, _, sections = made_up
     kill.add("c")
     with pytest.raises(Killed):
-        reproduce.run("smoke", tmp_path / "run", progress=False)
+        run_made_up(sections, "smoke", tmp_path / "run")
     assert calls == ["a", "b", "c"]
     assert sorted(p.name for p in (tmp_path / "run" / "sections").iterdir()) == ["a.json", "b.json"]
     assert not (tmp_path / "run" / "results.json").exists()
 
     kill.clear()
-    resumed = reproduce.run("smoke", tmp_path / "run", progress=False)
+    resumed = run_made_up(sections, "smoke", tmp_path / "run")
     assert calls == ["a", "b", "c", "c"]  # only the killed section ran again
-    fresh = reproduce.run("smoke", tmp_path / "fresh", progress=True)
+    fresh = run_made_up(sections, "smoke", tmp_path / "fresh", progress=True)
     assert [resumed[k] for k in "abc"] == [fresh[k] for k in "abc"] == [{"value": 1.0}, {"value": 2.0}, {"value": 1.0}]
+    # The smoke preset judges no finding (issue 12): the claim is stored undecided, saying why.
     assert records.read_json(tmp_path / "run" / "results.json")["claims"] == [
-        {"section": "a", "statement": "value is positive", "holds": True, "evidence": ""}]
+        {"section": "a", "statement": "value is positive", "holds": None, "evidence": "not judged (smoke preset); ",
+         "kind": "finding", "needed_n": None, "paper_number": False}]
+
+
+def test_a_preset_that_judges_keeps_the_sections_verdicts(made_up, tmp_path):
+    _, _, _, sections = made_up
+    document = run_made_up(sections, "default", tmp_path)
+    assert [(c["statement"], c["holds"]) for c in document["claims"]] == [("value is positive", True)]
 
 
 def test_a_changed_configuration_recomputes_only_that_section(made_up, tmp_path):
-    calls, _, section = made_up
-    reproduce.run("smoke", tmp_path, progress=False)
+    calls, _, section, sections = made_up
+    run_made_up(sections, "smoke", tmp_path)
     section("c", scale=10.0)  # same key, new settings: its stored result no longer applies
-    document = reproduce.run("smoke", tmp_path, progress=False)
+    document = run_made_up(sections, "smoke", tmp_path)
     assert calls == ["a", "b", "c", "c"] and document["c"] == {"value": 10.0}
 
 
 def test_only_runs_the_chosen_sections_and_what_they_need_and_reports_the_rest_stored(made_up, tmp_path):
-    calls, _, _ = made_up
-    reproduce.run("smoke", tmp_path, only=["c"], progress=False)
-    document = reproduce.run("smoke", tmp_path, only=["b"], progress=False)
+    calls, _, _, sections = made_up
+    run_made_up(sections, "smoke", tmp_path, only=["c"])
+    document = run_made_up(sections, "smoke", tmp_path, only=["b"])
     assert calls == ["c", "a", "b"]
     assert set(document["sections"]) == {"a", "b", "c"}
     with pytest.raises(IntriguingError, match=r"unknown section 'bb': did you mean 'b'"):
-        reproduce.run("smoke", tmp_path, only=["bb"], progress=False)
+        run_made_up(sections, "smoke", tmp_path, only=["bb"])
     with pytest.raises(IntriguingError, match="unknown preset"):
-        reproduce.run("quick", tmp_path)
+        run_made_up(sections, "quick", tmp_path)
+
+
+def test_a_damaged_stored_section_is_reported_and_recomputed(made_up, tmp_path):
+    calls, _, _, sections = made_up
+    first = run_made_up(sections, "smoke", tmp_path)
+    stored = tmp_path / "sections" / "b.json"
+    text = stored.read_text()
+    stored.write_text(text[: len(text) // 2])
+    with pytest.warns(UserWarning, match=r"b\.json is damaged.*recomputing section 'b'"):
+        again = run_made_up(sections, "smoke", tmp_path)
+    assert calls == ["a", "b", "c", "b"] and again["b"] == first["b"]
+    assert records.read_json(stored)["result"] == first["b"]
+
+
+def test_a_changed_library_version_recomputes_every_section(made_up, tmp_path, monkeypatch):
+    calls, _, _, sections = made_up
+    run_made_up(sections, "smoke", tmp_path)
+    monkeypatch.setattr(runner.storage, "library_version", lambda: "edited-solver")
+    run_made_up(sections, "smoke", tmp_path)
+    assert calls == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_an_output_folder_under_a_file_fails_before_any_section_runs(made_up, tmp_path):
+    calls, _, _, sections = made_up
+    (tmp_path / "file").write_text("")
+    with pytest.raises(IntriguingError, match="output folder .* is a file, not a folder"):
+        run_made_up(sections, "smoke", tmp_path / "file" / "run")
+    assert calls == []
 
 
 # --- the real smoke preset of Tables 1-4 --------------------------------------------------------------
@@ -97,13 +142,13 @@ def test_only_runs_the_chosen_sections_and_what_they_need_and_reports_the_rest_s
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke")
     # One thread: tiny tensors gain nothing from two, and on a shared test machine they stall each other.
-    document = reproduce.run("smoke", out, only=TABLES, progress=False, threads=1)
+    document = paper.reproduce("smoke", out, only=TABLES, progress=False, threads=1)
     return out, document
 
 
 def test_smoke_preset_writes_every_file(smoke):
     out, _ = smoke
-    for name in ["results.json", "report.md", "report.html", f"figures/{transfer.FIGURE}",
+    for name in ["results.json", "report.md", "report.html", f"figures/{_transfer.FIGURE}",
                  *(f"sections/{key}.json" for key in TABLES)]:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert len(list((out / "artifacts").glob("adversarial-*.safetensors"))) == 9  # 6 + 3 attacked models
@@ -115,12 +160,12 @@ def test_results_json_speaks_the_papers_names_with_intervals_and_provenance(smok
     assert results["preset"] == "smoke" and {"torch", "numpy", "intriguing"} <= set(results["environment"])
     assert set(results["timings_seconds"]) == set(TABLES)
     for key in TABLES:
-        paper, ours = reproduce.paper(key), results[key]
-        assert ours["columns"] == paper["columns"] and list(ours["rows"]) == list(paper["rows"])
-        assert ours["n_attacked"] == 20 and ours["target_rule"] == transfer.TARGET_RULE
+        reference, ours = published(key), results[key]
+        assert ours["columns"] == reference["columns"] and list(ours["rows"]) == list(reference["rows"])
+        assert ours["n_attacked"] == 20 and ours["target_rule"] == _transfer.TARGET_RULE
         assert ours["seeds"] and ours["attack"]["method"] == "LBFGS"
         for row in ours["rows"].values():
-            assert list(row) == paper["columns"]
+            assert list(row) == reference["columns"]
             for estimate in row.values():
                 assert estimate["method"] in ("wilson", "t") and estimate["n"] > 0
                 assert estimate["low"] <= estimate["value"] <= estimate["high"]
@@ -165,7 +210,7 @@ def test_html_report_is_well_formed_and_shows_paper_and_ours_in_every_cell(smoke
     assert parser.open == [] and text.startswith("<!DOCTYPE html>")
     number = r"\d+\.\d+%?"
     compared = [c for c in parser.cells if re.fullmatch(rf"({number}|n/a) · ({number}|n/a)( \(.*\))?( ⚠)?", c.strip())]
-    paper_cells = sum(len(reproduce.paper(k)["rows"]) * len(reproduce.paper(k)["columns"]) for k in TABLES)
+    paper_cells = sum(len(published(k)["rows"]) * len(published(k)["columns"]) for k in TABLES)
     assert len(compared) == paper_cells
     # the Table 2 cell FC10(1e-4) -> FC10(1e-2): the paper's 11.7% and ours
     ours = document["table2"]["rows"]["FC10(1e-4)"]["FC10(1e-2)"]["value"]
@@ -173,24 +218,34 @@ def test_html_report_is_well_formed_and_shows_paper_and_ours_in_every_cell(smoke
     assert parser.images and all(src.startswith("data:image/png;base64,") for src in parser.images)
 
 
+def test_the_smoke_report_opens_with_its_banner_and_judges_no_finding(smoke):
+    out, document = smoke
+    findings = [c for c in document["claims"] if c["kind"] == "finding"]
+    assert findings and all(c["holds"] is None for c in findings)
+    text = (out / "report.md").read_text()
+    assert "smoke: models barely trained, numbers show the pipeline works, no claim is judged" in text.splitlines()[2]
+    assert f"Of {len(findings)} findings: 0 hold, 0 do not hold, {len(findings)} undecided." in text
+    assert "⚠" not in text  # nothing is compared against the paper in a smoke run
+
+
 def test_resume_after_losing_a_section_redoes_only_it_from_stored_attacks(smoke, tmp_path, monkeypatch):
     out, document = smoke
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
     (copy / "sections" / "table2.json").unlink()
-    (copy / "figures" / transfer.FIGURE).unlink()
+    (copy / "figures" / _transfer.FIGURE).unlink()
     computed = []
-    compute = reproduce._compute
-    monkeypatch.setattr(reproduce, "_compute", lambda s, ctx, r: computed.append(s.key) or compute(s, ctx, r))
+    store = runner.store
+    monkeypatch.setattr(runner, "store", lambda ctx, s, *rest: computed.append(s.key) or store(ctx, s, *rest))
 
     def no_attacks(*args, **kwargs):
         raise AssertionError("the stored adversarial examples must be reused")
 
     monkeypatch.setattr(transfer, "attack_model", no_attacks)
-    resumed = reproduce.run("smoke", copy, only=TABLES, progress=False, threads=1)
+    resumed = paper.reproduce("smoke", copy, only=TABLES, progress=False, threads=1)
     assert computed == ["table2"]
     assert all(resumed[key] == document[key] for key in TABLES)
-    assert (copy / "figures" / transfer.FIGURE).is_file()
+    assert (copy / "figures" / _transfer.FIGURE).is_file()
 
 
 def test_cli_reports_the_run_and_rejects_an_unknown_section_in_one_line(smoke):

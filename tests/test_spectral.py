@@ -15,11 +15,13 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from intriguing import alexnet, checkpoint, data, reproduce, spectral, zoo
+from intriguing import alexnet, architectures, checkpoint, data, runner, spectral, zoo
+from intriguing.attacks import LBFGSConfig
 from intriguing.cli import main
 from intriguing.errors import IntriguingError
+from intriguing.paper.sections import table5
+from intriguing.paper.tables import paper
 from intriguing.records import to_jsonable
-
 
 
 def dense_matrix(module: nn.Module, input_shape: tuple[int, ...]) -> np.ndarray:
@@ -47,7 +49,7 @@ def fourier_bound(conv: nn.Conv2d, size: tuple[int, int], stride=None) -> float:
                                        padding_mode=conv.padding_mode)[0]
 
 
-# Small convolutions covering every padding mode, strides 1-3, dilation, groups and non-square inputs.
+# Small convolutions covering every padding mode, strides 1-3, dilation, groups (depthwise too), non-square inputs.
 CONVOLUTIONS = [
     (dict(padding=1, padding_mode="circular"), (8, 8)),
     (dict(stride=2, padding=1, padding_mode="circular"), (8, 6)),
@@ -59,6 +61,8 @@ CONVOLUTIONS = [
     (dict(padding=2, padding_mode="replicate"), (6, 6)),
     (dict(kernel=4, padding="same"), (6, 7)),
     (dict(channels=(4, 6), stride=2, padding=1, dilation=2, groups=2), (8, 8)),
+    (dict(channels=(4, 8), padding=1, groups=4), (6, 6)),  # depthwise, two filters per channel
+    (dict(channels=(3, 3), stride=2, padding=1, groups=3, padding_mode="reflect"), (7, 7)),  # depthwise, strided
 ]
 
 
@@ -161,34 +165,39 @@ def test_response_normalisation_bound_holds_everywhere_and_is_attained_at_zero()
 
 
 def test_walk_follows_execution_order_and_skips_unused_modules():
-    calls = spectral.trace_layers(zoo.build("AE400-10"), zoo.INPUT_SHAPE)  # its decoder is not in forward
+    calls = spectral.trace_layers(zoo.build("AE400-10"), architectures.INPUT_SHAPE)  # its decoder is not in forward
     assert [c.name for c in calls] == ["flatten", "encoder", "h1", "out"]
-    rows = spectral.layer_bounds(zoo.build("FC100-100-10"), zoo.INPUT_SHAPE)
+    rows = spectral.layer_bounds(zoo.build("FC100-100-10"), architectures.INPUT_SHAPE)
     assert [(r.kind, r.bound) for r in rows if r.kind == "Sigmoid"] == [("Sigmoid", 0.25)] * 2
-    kinds = [r.kind for r in spectral.layer_bounds(zoo.build("ConvNet"), zoo.INPUT_SHAPE)]
+    kinds = [r.kind for r in spectral.layer_bounds(zoo.build("ConvNet"), architectures.INPUT_SHAPE)]
     assert kinds == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d", "ReLU", "MaxPool2d", "Flatten", "Linear", "ReLU",
                      "Linear"]
 
 
 def test_same_seed_same_numbers():
     model = zoo.build("ConvNet")
-    first, second = (spectral.layer_bounds(model, zoo.INPUT_SHAPE, seed=5) for _ in range(2))
+    first, second = (spectral.layer_bounds(model, architectures.INPUT_SHAPE, seed=5) for _ in range(2))
     assert [(r.bound, r.exact) for r in first] == [(r.bound, r.exact) for r in second]
 
 
-class FunctionalFlatten(nn.Module):
+class FunctionalFlattenWithControlFlow(nn.Module):
+    """A functional op between modules, in a forward pass torch.fx cannot trace (it branches on values)."""
+
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(1, 2, 3)
         self.out = nn.Linear(2 * 26 * 26, 10)
 
     def forward(self, x):
-        return self.out(torch.flatten(self.conv(x), 1))
+        h = self.conv(x)
+        if h.sum() > -math.inf:
+            h = torch.flatten(h, 1)
+        return self.out(h)
 
 
 def test_models_that_are_not_a_chain_of_modules_are_refused():
     with pytest.raises(IntriguingError, match="'out' .* not a chain of modules .* nn.Flatten"):
-        spectral.layer_bounds(FunctionalFlatten(), (1, 28, 28))
+        spectral.layer_bounds(FunctionalFlattenWithControlFlow(), (1, 28, 28))
 
 
 class Doubling(nn.Module):
@@ -200,7 +209,7 @@ def test_unknown_layer_kinds_fail_saying_how_to_register_one():
     model = nn.Sequential(nn.Flatten(), Doubling())
     with pytest.raises(IntriguingError, match=r"no Lipschitz bound for modules of type Doubling.*register_bound"):
         spectral.layer_bounds(model, (4,))
-    spectral.register_bound(Doubling)(lambda call, settings: spectral.Estimate(2.0, 2.0, "factor 2"))
+    spectral.register_bound(Doubling)(lambda call, settings: spectral.BoundEstimate(2.0, 2.0, "factor 2"))
     assert [r.bound for r in spectral.layer_bounds(model, (4,))] == [1.0, 2.0]
 
 
@@ -216,7 +225,7 @@ def test_non_finite_weights_are_refused():
     with torch.no_grad():
         model.fc1.weight[0, 0] = float("nan")
     with pytest.raises(IntriguingError, match="fc1.weight"):
-        spectral.layer_bounds(model, zoo.INPUT_SHAPE)
+        spectral.layer_bounds(model, architectures.INPUT_SHAPE)
 
 
 # --- the product bound against empirical lower bounds ----------------------------------------------------------
@@ -239,7 +248,7 @@ def test_product_bound_is_at_least_every_empirical_ratio(name):
     x = images[:50]
     generator = torch.Generator().manual_seed(1)
     nearby = (x + 0.05 * torch.randn(x.shape, generator=generator)).clamp(0, 1)
-    table = spectral.spectral_table(model, zoo.INPUT_SHAPE, images=x, pairs=(x, nearby))
+    table = spectral.spectral_table(model, architectures.INPUT_SHAPE, images=x, pairs=(x, nearby))
     ratios = spectral.pair_ratios(model, x, nearby)
     assert table.product_bound >= table.product_exact >= table.gradient_lower_bound >= 0
     assert table.product_exact >= float(ratios.max()) == table.pair_lower_bound
@@ -247,11 +256,12 @@ def test_product_bound_is_at_least_every_empirical_ratio(name):
 
 
 def test_adversarial_pairs_respect_the_product_bound():
-    model = zoo.trained("FC100-100-10", limit=2000, overrides={"epochs": 3}, progress=False)
+    model = zoo.trained("FC100-100-10", limit=2000, overrides={"epochs": 3}, progress=False).model
     images, labels = data.load_mnist("test")
-    x, adversarial = spectral.adversarial_pairs(model, images[:8], labels[:8], max_solves=5, max_iter=30)
+    x, adversarial = spectral.adversarial_pairs(model, images[:8], labels[:8],
+                                                LBFGSConfig.refined(max_solves=5, max_iter=30))
     assert len(x) > 0 and (adversarial != x).flatten(1).any(1).all()
-    table = spectral.spectral_table(model, zoo.INPUT_SHAPE, pairs=(x, adversarial))
+    table = spectral.spectral_table(model, architectures.INPUT_SHAPE, pairs=(x, adversarial))
     assert 0 < table.pair_lower_bound <= table.product_exact <= table.product_bound
 
 
@@ -273,7 +283,7 @@ def random_alexnet() -> nn.Module:
 
 
 def test_alexnet_has_the_layer_sizes_of_table5(random_alexnet):
-    for name, row in zip(alexnet.TABLE5_LAYERS, reproduce.paper("table5")["rows"]):
+    for name, row in zip(alexnet.TABLE5_LAYERS, paper("table5")["rows"]):
         layer = getattr(random_alexnet, name)
         if isinstance(layer, nn.Conv2d):
             size = f"{layer.in_channels}x{layer.kernel_size[0]}x{layer.kernel_size[1]}x{layer.out_channels}"
@@ -317,7 +327,7 @@ def small_alexnet_like() -> nn.Sequential:
 def test_layer_table_shows_uneven_strides():
     table = spectral.spectral_table(nn.Conv2d(1, 2, 3, stride=(2, 1)), (1, 7, 7), name="conv")
     assert table.layers[0].stride == [2, 1]
-    assert "| `Conv2d` | Conv2d | 1x3x3x2 | 2x1 | 1x7x7 → 2x3x5 |" in spectral.layers_markdown(to_jsonable(table))
+    assert "| `Conv2d` | Conv2d | 1x3x3x2 | 2x1 | 1x7x7 → 2x3x5 |" in table5.layers_markdown(to_jsonable(table))
 
 
 def test_alexnet_kinds_of_layers_get_their_bounds_and_the_report_shows_the_papers_column():
@@ -326,8 +336,8 @@ def test_alexnet_kinds_of_layers_get_their_bounds_and_the_report_shows_the_paper
     assert bounds["norm1"] == pytest.approx(2**-0.75) and bounds["pool1"] == 2.0 and bounds["drop6"] == 1.0
     conv = table.layers[0]
     assert conv.stride == 2 and conv.bound >= conv.exact and "stride 2" in conv.method
-    result = {"paper": reproduce.paper("table5")["rows"], "alexnet": to_jsonable(table), "mnist": [], "protocol": {}}
-    text = spectral.SECTION.render(result, None)
+    result = {"paper": paper("table5")["rows"], "alexnet": to_jsonable(table), "mnist": [], "protocol": {}}
+    text = table5.SECTION.render(result, None)
     assert "**Our weights are random**" in text and "| `conv1` | Conv2d | 3x5x5x8 | 2 |" in text
     assert "| 2.75 |" in text and "| 3.12 |" in text  # the paper's Conv. 1 and FC. 1 bounds beside ours
 
@@ -336,17 +346,17 @@ def test_alexnet_kinds_of_layers_get_their_bounds_and_the_report_shows_the_paper
 
 
 def test_section_runs_renders_and_checks_its_claims(tmp_path):
-    settings = spectral.Table5Settings(alexnet=False, models=("FC100-100-10",), images=20, pairs=5, limit=2000,
-                                       overrides={"epochs": 3}, attack={"max_solves": 5, "max_iter": 30})
-    ctx = reproduce.Context(preset="smoke", out=tmp_path, progress=False)
-    result = spectral.SECTION.run(ctx, settings, {})
+    settings = table5.Table5Settings(alexnet=False, models=("FC100-100-10",), images=20, pairs=5, limit=2000,
+                                     overrides={"epochs": 3}, attack=LBFGSConfig.refined(max_solves=5, max_iter=30))
+    ctx = runner.Context(preset="smoke", out=tmp_path, progress=False)
+    result = table5.SECTION.run(ctx, settings, {})
     json.dumps(result, allow_nan=False)
     (table,) = result["mnist"]
     assert table["model"] == "FC100-100-10" and table["images"] == 20
-    text = spectral.SECTION.render(result, ctx)
+    text = table5.SECTION.render(result, ctx)
     assert "AlexNet (Table 5 itself) is bounded in the `default` and `full` presets" in text
     assert "| FC100-100-10 |" in text
-    assert all(claim.holds for claim in spectral.SECTION.claims(result))
+    assert all(claim.holds for claim in table5.SECTION.claims(result))
 
 
 def test_cli_bounds_a_checkpoint_and_saves_json(tmp_path):

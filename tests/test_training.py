@@ -1,4 +1,5 @@
-"""Training beats chance on small data, the cache loads instead of retraining, checkpoints are safe."""
+"""Training beats chance on small data, the cache loads instead of retraining, notices code changes, and
+checkpoints are safe: a damaged one is never used."""
 
 from __future__ import annotations
 
@@ -12,31 +13,32 @@ from intriguing.errors import IntriguingError
 
 # Small data, small batches: enough steps for every architecture to learn, in seconds.
 QUICK = {"limit": 1000, "overrides": {"epochs": 5, "batch_size": 32, "pretrain_epochs": 5}}
+QUICK_OVERRIDES = tuple(sorted(QUICK["overrides"].items()))
 
 
 @pytest.mark.parametrize("name", zoo.names())
 def test_each_zoo_model_clearly_beats_chance_on_a_small_subset(name):
-    _, result = training.trained_with_result(name, progress=False, **QUICK)
+    result = zoo.trained(name, progress=False, **QUICK).record
     assert result.test_error < 0.6, f"{name}: test error {result.test_error:.3f} is near chance (0.9)"
 
 
 def test_weight_decay_shrinks_weights_and_costs_accuracy():
     (weak, weak_result), (strong, strong_result) = [
-        training.trained_with_result(n, progress=False, **QUICK) for n in ("FC10(1e-4)", "FC10(1)")
+        (t.model, t.record) for t in (zoo.trained(n, progress=False, **QUICK) for n in ("FC10(1e-4)", "FC10(1)"))
     ]
     assert strong.out.weight.norm() < 0.5 * weak.out.weight.norm()
     assert strong_result.train_error > weak_result.train_error + 0.02
 
 
 def test_cache_hit_loads_identical_weights_without_retraining(monkeypatch):
-    first = training.trained("FC10(1e-2)", seed=3, progress=False, **QUICK)
+    first = zoo.trained("FC10(1e-2)", seed=3, progress=False, **QUICK).model
 
     def fail(*args, **kwargs):
         raise AssertionError("a cache hit must not train")
 
-    monkeypatch.setattr(training, "train", fail)
+    monkeypatch.setattr(zoo, "train", fail)
     start = time.perf_counter()
-    second = training.trained("FC10(1e-2)", seed=3, progress=False, **QUICK)
+    second = zoo.trained("FC10(1e-2)", seed=3, progress=False, **QUICK).model
     assert time.perf_counter() - start < 5
     assert not second.training
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
@@ -44,21 +46,20 @@ def test_cache_hit_loads_identical_weights_without_retraining(monkeypatch):
 
 
 def test_same_seed_same_weights_other_seed_other_weights():
-    a, _ = training.train("FC10(1e-4)", seed=1, progress=False, **QUICK)
-    b, _ = training.train("FC10(1e-4)", seed=1, progress=False, **QUICK)
-    c, _ = training.train("FC10(1e-4)", seed=2, progress=False, **QUICK)
+    a, b, c = (zoo.train(zoo.TrainConfig("FC10(1e-4)", seed=s, limit=1000, overrides=QUICK_OVERRIDES),
+                         progress=False).model for s in (1, 1, 2))
     assert torch.equal(a.out.weight, b.out.weight)
     assert not torch.equal(a.out.weight, c.out.weight)
 
 
 def test_cache_key_covers_split_seed_limit_and_recipe():
-    base = training.TrainConfig("FC10(1e-4)")
+    base = zoo.TrainConfig("FC10(1e-4)")
     variants = [
-        training.TrainConfig("FC10(1e-4)", on="P1"),
-        training.TrainConfig("FC10(1e-4)", seed=1),
-        training.TrainConfig("FC10(1e-4)", limit=10),
-        training.TrainConfig("FC10(1e-4)", overrides=(("epochs", 1),)),
-        training.TrainConfig("FC10(1e-2)"),
+        zoo.TrainConfig("FC10(1e-4)", on="P1"),
+        zoo.TrainConfig("FC10(1e-4)", seed=1),
+        zoo.TrainConfig("FC10(1e-4)", limit=10),
+        zoo.TrainConfig("FC10(1e-4)", overrides=(("epochs", 1),)),
+        zoo.TrainConfig("FC10(1e-2)"),
     ]
     keys = {base.key()} | {v.key() for v in variants}
     assert len(keys) == 1 + len(variants)
@@ -81,9 +82,9 @@ def test_autoencoder_encoder_is_frozen_after_unsupervised_stage():
 
 def test_unknown_split_and_bad_override_are_clear_errors():
     with pytest.raises(IntriguingError, match="unknown training split 'P3'"):
-        training.trained("FC10(1e-4)", on="P3")
+        zoo.trained("FC10(1e-4)", on="P3")
     with pytest.raises(IntriguingError, match="recipe overrides"):
-        training.trained("FC10(1e-4)", overrides={"epochz": 1})
+        zoo.trained("FC10(1e-4)", overrides={"epochz": 1})
 
 
 def test_checkpoint_round_trip_and_refusals(tmp_path):
@@ -96,9 +97,79 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     with pytest.raises(IntriguingError, match=r"fc1.weight: checkpoint \(100, 784\) vs model \(200, 784\)"):
         checkpoint.load_weights(zoo.build("FC200-200-10"), path)
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(IntriguingError, match="not a readable safetensors file"):
+    with pytest.raises(IntriguingError, match="damaged checkpoint.*not readable as safetensors"):
         checkpoint.load_weights(zoo.build("FC100-100-10"), tmp_path / "bad.safetensors")
     state = dict(model.state_dict())
     state["out.bias"] = torch.full_like(state["out.bias"], float("nan"))
     with pytest.raises(IntriguingError, match="NaN"):
         checkpoint.load_weights(zoo.build("FC100-100-10"), state)
+
+
+def test_a_changed_training_code_version_retrains_instead_of_loading(monkeypatch):
+    first = zoo.trained("FC10(1e-2)", seed=4, progress=False, **QUICK)
+    trainings = []
+    real_train = zoo.train
+    monkeypatch.setattr(zoo, "train", lambda *a, **k: trainings.append(1) or real_train(*a, **k))
+    zoo.trained("FC10(1e-2)", seed=4, progress=False, **QUICK)
+    assert trainings == []
+    monkeypatch.setattr(zoo, "code_version", lambda *modules: "edited-training-code")
+    again = zoo.trained("FC10(1e-2)", seed=4, progress=False, **QUICK)
+    assert trainings == [1]
+    assert again.record.cache_key != first.record.cache_key
+
+
+def test_the_code_version_follows_the_code_but_not_its_docstrings(tmp_path, monkeypatch):
+    from intriguing import versions
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    source = tmp_path / "probe_recipe.py"
+    versions_seen = []
+    for text in ('"""One."""\nSTEPS = 1\n', '"""Two, only the docstring changed."""\nSTEPS = 1\n', '"""Two."""\nSTEPS = 2\n'):
+        source.write_text(text)
+        versions._module_digest.cache_clear()
+        versions.code_version.cache_clear()
+        versions_seen.append(versions.code_version("probe_recipe"))
+    versions._module_digest.cache_clear()
+    versions.code_version.cache_clear()
+    assert versions_seen[0] == versions_seen[1] != versions_seen[2]
+
+
+def test_a_byte_flipped_cached_checkpoint_is_reported_and_retrained():
+    first = zoo.trained("FC10(1e-4)", seed=5, progress=False, **QUICK)
+    path = zoo.checkpoint_path(zoo.TrainConfig("FC10(1e-4)", seed=5, limit=1000, overrides=QUICK_OVERRIDES))
+    raw = bytearray(path.read_bytes())
+    raw[-100] ^= 0x40  # inside the last tensor's bytes: the file still parses, the weights are wrong
+    path.write_bytes(bytes(raw))
+    with pytest.warns(UserWarning, match="damaged checkpoint.*integrity hash.*retraining FC10"):
+        again = zoo.trained("FC10(1e-4)", seed=5, progress=False, **QUICK)
+    assert torch.equal(again.model.out.weight, first.model.out.weight)
+    checkpoint.load_weights(zoo.build("FC10(1e-4)"), path)  # the retrained file is whole again
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty"])
+def test_a_truncated_or_emptied_cached_checkpoint_says_damaged_not_convert(damage):
+    zoo.trained("FC10(1e-4)", seed=6, progress=False, **QUICK)
+    path = zoo.checkpoint_path(zoo.TrainConfig("FC10(1e-4)", seed=6, limit=1000, overrides=QUICK_OVERRIDES))
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2] if damage == "truncate" else b"")
+    with pytest.raises(IntriguingError, match="damaged checkpoint") as info:
+        checkpoint.load_weights(zoo.build("FC10(1e-4)"), path)
+    assert "convert" not in str(info.value)
+    with pytest.warns(UserWarning, match="damaged checkpoint"):
+        zoo.trained("FC10(1e-4)", seed=6, progress=False, **QUICK)
+
+
+def test_an_unwritable_cache_fails_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "train", lambda *a, **k: pytest.fail("must not train into an unwritable cache"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(IntriguingError, match="checkpoint cache .* is a file, not a folder"):
+        zoo.trained("FC10(1e-4)", seed=7, cache=blocker / "cache", progress=False, **QUICK)
+
+
+def test_checkpoints_of_models_with_batch_norm_round_trip(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))  # holds a 0-d counter
+    checkpoint.save_model(model, tmp_path / "bn.safetensors")
+    loaded = checkpoint.load_weights(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)),
+                                     tmp_path / "bn.safetensors")
+    assert torch.equal(loaded[1].num_batches_tracked, model[1].num_batches_tracked)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from collections import OrderedDict
 
 import numpy as np
@@ -12,8 +14,11 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from intriguing import records, reproduce, units, zoo
+from intriguing import records, units, zoo
 from intriguing.cli import main
+from intriguing.commands.units import write_study
+from intriguing.paper.sections import units as units_section
+from intriguing.runner import Context
 from intriguing.errors import IntriguingError
 
 CLASSES = 10
@@ -112,8 +117,8 @@ def test_statistics_do_not_depend_on_the_order_of_units():
     for metric in units.METRICS:
         assert np.array_equal(getattr(permuted.families[units.UNITS], metric),
                               getattr(plain.families[units.UNITS], metric)[perm.numpy()])
-    a = units.summarise([plain], model="m", resamples=300)
-    b = units.summarise([permuted], model="m", resamples=300)
+    a = units.summarise_study([plain], model="m", resamples=300)
+    b = units.summarise_study([permuted], model="m", resamples=300)
     assert a.families[0] == b.families[0]
     for metric in units.METRICS:  # random images do not depend on the activations: the same test exactly
         assert a.comparison(units.RANDOM_IMAGES, metric) == b.comparison(units.RANDOM_IMAGES, metric)
@@ -200,8 +205,8 @@ def test_same_seed_same_numbers():
 
 def test_study_model_writes_json_and_figures(tmp_path):
     images, labels = block_images()
-    study = units.study_model(detector_model(), "h", images, labels, tmp_path, model_name="detector", k=5,
-                              directions=6, resamples=100)
+    study = write_study(detector_model(), "h", images, labels, tmp_path, model_name="detector", k=5,
+                        directions=6, resamples=100)
     saved = records.read_json(tmp_path / "units.json")
     assert saved["study"]["comparisons"][0]["verdict"] == study.comparisons[0].verdict
     assert saved["config"]["layer"] == "h" and len(saved["analysis"]["families"]["units"]["purity"]) == 3
@@ -210,17 +215,31 @@ def test_study_model_writes_json_and_figures(tmp_path):
 
 
 def test_the_units_section_runs_renders_and_states_its_claims(tmp_path, isolated_cache):
-    settings = units.StudySettings(layers=(("FC100-100-10", "h1"),), seeds=(0, 1), directions=8, resamples=100,
-                                   images=300, train_limit=300, train_overrides={"epochs": 1})
-    ctx = reproduce.Context(preset="smoke", out=tmp_path, cache=str(isolated_cache), progress=False)
-    result = records.to_jsonable(units.SECTION.run(ctx, settings, {}))
+    settings = units_section.StudySettings(layers=(("FC100-100-10", "h1"),), seeds=(0, 1), directions=8,
+                                           resamples=100, images=300, train_limit=300, train_overrides={"epochs": 1})
+    ctx = Context(preset="smoke", out=tmp_path, cache=str(isolated_cache), progress=False)
+    result = records.to_jsonable(units_section.SECTION.run(ctx, settings, {}))
     result = json.loads(json.dumps(result))  # what a resumed run reads back
     variants = {(s["model"], s["variant"]) for s in result["studies"]}
     assert variants == {("FC100-100-10", "trained"), ("FC100-100-10", "untrained"), ("raw pixels", "pixels")}
     assert all(s["seeds"] == [0, 1] for s in result["studies"])
-    text = units.SECTION.render(result, ctx)
+    text = units_section.SECTION.render(result, ctx)
     assert "| FC100-100-10 | h1 | gaussian |" in text and "figures/units-FC100-100-10-h1.png" in text
     assert (tmp_path / "figures" / "units-purity.png").is_file()
-    claims = units.SECTION.claims(result)
+    claims = units_section.SECTION.claims(result)
     assert len(claims) == 2 and all(c.holds in (True, False) for c in claims)
     assert all(not math.isnan(c["difference"]) for s in result["studies"] for c in s["comparisons"])
+
+
+def test_the_library_loads_neither_the_report_nor_matplotlib():
+    code = ("import sys, intriguing.units; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib' or m.startswith("
+            "('intriguing.report', 'intriguing.paper', 'intriguing.runner', 'intriguing.reproduce'))))")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert found.stdout.strip() == "[]"
+
+
+def test_a_study_survives_its_json_form():
+    images, labels = block_images()
+    _, study = units.study_model(detector_model(), "h", images, labels, k=5, directions=6, resamples=50)
+    assert units.UnitStudy.from_json(json.loads(json.dumps(records.to_jsonable(study)))) == study

@@ -5,9 +5,8 @@ The public surface is flat: ``intriguing.data``, ``intriguing.zoo``, ``intriguin
 ``intriguing.attacks``, and one module per further concept of the paper (see ARCHITECTURE.md).
 """
 
-__version__ = "0.1.0"
-
-from intriguing import data, errors, zoo  # noqa: E402
-from intriguing.errors import IntriguingError  # noqa: E402
+from intriguing import data, errors, zoo
+from intriguing.errors import IntriguingError
+from intriguing.versions import __version__
 
 __all__ = ["IntriguingError", "data", "errors", "zoo", "__version__"]

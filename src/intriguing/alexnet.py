@@ -23,6 +23,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from intriguing import seeding
 from intriguing.checkpoint import load_weights
 from intriguing.errors import IntriguingError
 
@@ -42,7 +43,7 @@ def _pool() -> nn.MaxPool2d:
     return nn.MaxPool2d(kernel_size=3, stride=2)
 
 
-def build(groups: int = 1, dropout: float = 0.5) -> nn.Sequential:
+def untrained(groups: int = 1, dropout: float = 0.5) -> nn.Sequential:
     """The untrained network (PyTorch's default initialisation), mapping (N, 3, 227, 227) to 1000 logits."""
     if groups not in (1, 2):
         raise IntriguingError(f"groups: expected 1 (Table 5's sizes) or 2 (the original two-GPU split), got {groups!r}")
@@ -66,9 +67,8 @@ def alexnet(weights: str | os.PathLike | Mapping[str, torch.Tensor] | None = Non
     A weight of the wrong shape is an error listing the checkpoint's shape and the model's, e.g.
     ``conv2.weight: checkpoint (256, 48, 5, 5) vs model (256, 96, 5, 5)`` (then try ``groups=2``).
     """
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = build(groups)
+    with seeding.seeded(seed):
+        model = untrained(groups)
     if weights is not None:
         load_weights(model, weights)
     return model.eval()

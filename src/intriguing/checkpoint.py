@@ -1,26 +1,52 @@
-"""Model weights in safetensors: saved atomically, loaded with shape and finiteness checks.
+"""Model weights in safetensors: saved atomically with an integrity hash, loaded with every check.
 
-safetensors stores raw tensors only, so loading a checkpoint never runs code (unlike pickle).
+safetensors stores raw tensors only, so loading a checkpoint never runs code (unlike pickle). It
+does not notice a flipped byte, though: a damaged file would load as garbage weights. So every
+checkpoint we write carries a SHA-256 of its tensors and of its other metadata (the zoo keeps the
+training record, with the errors ``train`` prints, there), and loading verifies it. A flip can also
+hit the hash's own key; the zoo therefore loads its cache with ``require_hash=True``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from intriguing.errors import IntriguingError, check_finite_parameters
 from intriguing.records import write_bytes
 
+INTEGRITY_KEY = "intriguing.sha256"
+
+
+def tensors_digest(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None) -> str:
+    """SHA-256 over the tensors' names, dtypes, shapes and bytes, in name order, then the metadata
+    (all but the hash itself)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().contiguous().cpu()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    others = {k: v for k, v in (metadata or {}).items() if k != INTEGRITY_KEY}
+    digest.update(json.dumps(others, sort_keys=True).encode())
+    return digest.hexdigest()
+
 
 def save_model(model: torch.nn.Module, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:
-    """Write the model's state dict (and string ``metadata``) to ``path`` atomically."""
+    """Write the model's state dict, string ``metadata`` and the integrity hash to ``path`` atomically."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    write_bytes(path, save(state, metadata=dict(metadata or {})))
+    metadata = dict(metadata or {})
+    write_bytes(path, save(state, metadata={**metadata, INTEGRITY_KEY: tensors_digest(state, metadata)}))
+
+
+def _damaged(path: Path, why: str) -> IntriguingError:
+    return IntriguingError(f"{path}: damaged checkpoint ({why}); delete it, or retrain / re-export the weights")
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -29,30 +55,44 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             return f.metadata() or {}
     except (SafetensorError, OSError) as e:
-        raise IntriguingError(f"{path}: not a readable safetensors file ({e})") from None
+        raise _damaged(Path(path), f"not readable as safetensors: {e}") from None
 
 
-def _read_state(source: str | os.PathLike) -> dict[str, torch.Tensor]:
+def _read_state(source: str | os.PathLike, require_hash: bool = False) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file, verified against its integrity hash when it has one
+    (or must have one: ``require_hash``)."""
     path = Path(source)
     if not path.is_file():
         raise IntriguingError(f"{path}: no such checkpoint file")
     try:
-        return load_file(str(path))
+        raw = path.read_bytes()
+        state = load(raw)
     except (SafetensorError, OSError, ValueError) as e:
-        raise IntriguingError(
-            f"{path}: not a readable safetensors file ({e}); checkpoints must be safetensors, "
-            "convert a PyTorch state dict with safetensors.torch.save_file"
-        ) from None
+        if path.suffix in (".pt", ".pth", ".bin"):
+            raise IntriguingError(
+                f"{path}: not a safetensors file ({e}); convert the PyTorch state dict with "
+                "safetensors.torch.save_file(torch.load(path, weights_only=True), 'weights.safetensors')"
+            ) from None
+        raise _damaged(path, f"not readable as safetensors: {e}") from None
+    metadata = read_metadata(path)
+    expected = metadata.get(INTEGRITY_KEY)
+    if expected is None and require_hash:
+        raise _damaged(path, f"no integrity hash ({INTEGRITY_KEY}), which every checkpoint this toolkit writes has")
+    if expected is not None and tensors_digest(state, metadata) != expected:
+        raise _damaged(path, "its tensors or metadata do not match the integrity hash stored with them")
+    return state
 
 
-def load_weights(model: torch.nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor]) -> torch.nn.Module:
+def load_weights(model: torch.nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor], *,
+                 require_hash: bool = False) -> torch.nn.Module:
     """Load weights from a safetensors file or a state dict into ``model`` and return it.
 
     Every mismatch (missing or unexpected key, wrong shape) is reported in one error listing both
-    shapes; NaN or infinite weights are refused.
+    shapes; NaN or infinite weights are refused. ``require_hash`` refuses a file without the
+    integrity hash: right for files this toolkit wrote, wrong for weights exported elsewhere.
     """
     where = str(source) if not isinstance(source, Mapping) else "state dict"
-    state = dict(source) if isinstance(source, Mapping) else _read_state(source)
+    state = dict(source) if isinstance(source, Mapping) else _read_state(source, require_hash)
     expected = model.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]

@@ -1,31 +1,101 @@
-"""The ``intriguing`` command line: a thin layer over the library (STYLE.md #9).
+"""The ``intriguing`` command line: a thin layer over the library.
 
 Each subcommand lives in ``intriguing.commands.<name>`` as a click command calling one public
-function. User errors (:class:`~intriguing.errors.IntriguingError`) print one line, not a traceback.
+function. User errors (:class:`~intriguing.errors.IntriguingError`) print one line, not a traceback;
+so do Ctrl-C and SIGTERM, with what the interruption left behind and how to go on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import shlex
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 import click
 import torch
 
 from intriguing import __version__
+from intriguing.commands.options import ON_INTERRUPT
 from intriguing.errors import IntriguingError
 
 # Subcommand modules under intriguing.commands, in the order --help lists them.
 COMMANDS = ("train", "attack", "adv_train", "reproduce", "units", "lipschitz")
+# Exit statuses of a run stopped by a signal, as shells report them (128 + signal number).
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+DEFAULT_ON_INTERRUPT = ("every file written so far is whole (files are written atomically); "
+                        "rerun the same command to start again")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. ``kill``, a batch system's time limit), raised like Ctrl-C so the same cleanup runs."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while a command runs (Python's default would kill the
+    process at once, skipping the clean-up of temporary files), then restore the old handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with _sigterm_as_interrupt():
+                return super().invoke(ctx)
         except IntriguingError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt as e:
+            terminated = isinstance(e, Terminated)
+            what = "SIGTERM" if terminated else "Ctrl-C"
+            click.echo(f"interrupted by {what}: {ctx.meta.get(ON_INTERRUPT, DEFAULT_ON_INTERRUPT)}", err=True)
+            sys.exit(EXIT_SIGTERM if terminated else EXIT_SIGINT)
+        except click.NoSuchOption as e:
+            _hint_global_option(self, ctx, e)
+            raise
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["intriguing.args"] = list(args)  # the command line as typed, for the hint below
+        return super().parse_args(ctx, args)
+
+
+def _hint_global_option(group: click.Group, ctx: click.Context, error: click.NoSuchOption) -> None:
+    """A group option (``--threads``) given after the subcommand: say it goes before, with the fixed line."""
+    name = error.option_name.split("=", 1)[0]
+    option = next((p for p in group.params if name in p.opts), None)
+    if option is None:
+        return
+    moved = _moved(ctx.meta.get("intriguing.args", []), name, takes_value=not getattr(option, "is_flag", False))
+    example = f"intriguing {shlex.join(moved)}" if moved else f"intriguing {name} ... COMMAND ..."
+    error.possibilities = None  # click would add "did you mean" for a subcommand option
+    error.message = (f"No such option for this command: {name}. It is a global option and goes before "
+                     f"the command: {example}")
+
+
+def _moved(args: list[str], name: str, takes_value: bool) -> list[str] | None:
+    """``args`` with option ``name`` (and its value) moved to the front; None when it cannot be found."""
+    for i, arg in enumerate(args):
+        end = i + 1 + takes_value
+        if arg == name and end <= len(args):
+            return [*args[i:end], *args[:i], *args[end:]]
+        if arg.startswith(name + "="):
+            return [arg, *args[:i], *args[i + 1 :]]
+    return None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -15,12 +15,14 @@ import functools
 import gzip
 import hashlib
 import os
+import zlib
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from intriguing.architectures import INPUT_SHAPE
 from intriguing.errors import IntriguingError
 
 SPLITS = ("train", "test", "P1", "P2")
@@ -55,7 +57,7 @@ def read_idx_bytes(path: str | os.PathLike) -> bytes:
         return data
     try:
         return gzip.decompress(data)
-    except (EOFError, OSError, gzip.BadGzipFile) as e:
+    except (EOFError, OSError, zlib.error) as e:  # gzip.BadGzipFile is an OSError; a flipped byte can raise any
         raise IntriguingError(
             f"{path}: corrupt or truncated gzip data ({e}); replace the file with a fresh copy"
         ) from None
@@ -108,13 +110,25 @@ def resolve_data_dir(override: str | os.PathLike | None = None) -> Path:
     chosen = override or os.environ.get(DATA_DIR_ENV)
     if not chosen:
         return bundled_dir()
-    path = Path(chosen).expanduser().resolve()
-    if not path.is_dir():
-        raise IntriguingError(
-            f"data directory {path} does not exist; pass a folder holding the four IDX files "
-            f"or unset {DATA_DIR_ENV} to use the bundled MNIST"
-        )
-    return path
+    return check_data_dir(chosen, "data_dir" if override else DATA_DIR_ENV)
+
+
+def check_data_dir(folder: str | os.PathLike, given_by: str) -> Path:
+    """``folder`` resolved, or an error whose advice fits where it came from (``given_by``).
+
+    A missing folder named by the environment variable is fixed by unsetting it; one passed as an
+    argument (or ``--data-dir``) is not, so the advice must not mix the two up.
+    """
+    path = Path(folder).expanduser().resolve()
+    if path.is_dir():
+        return path
+    problem = "is a file, not a folder" if path.exists() else "does not exist"
+    if given_by == DATA_DIR_ENV:
+        fix = (f"set {DATA_DIR_ENV} to a folder holding the four MNIST-layout IDX files, "
+               "or unset it to use the bundled MNIST")
+    else:
+        fix = f"pass a folder holding the four MNIST-layout IDX files, or leave {given_by} out to use the bundled MNIST"
+    raise IntriguingError(f"data directory {path} (from {given_by}) {problem}; {fix}")
 
 
 def _find(folder: Path, stem: str) -> Path:
@@ -166,7 +180,68 @@ def _load_part(folder: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
             f"{folder}: {image_stem} has {len(images)} images but {label_stem} has "
             f"{len(labels)} labels; the two files must come from the same dataset"
         )
+    if images.dtype != np.uint8 or labels.dtype.kind not in "iu":
+        raise IntriguingError(
+            f"{folder}: expected unsigned-byte images (IDX type 0x08, pixels 0-255) and integer labels, "
+            f"got {images.dtype} and {labels.dtype}; the files are corrupt or not in MNIST's layout"
+        )
     return images, labels
+
+
+def files(split: str = "train", data_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """The image and label files ``split`` is read from, so that messages can name them."""
+    folder = resolve_data_dir(data_dir)
+    return tuple(_find(folder, stem) for stem in FILES["test" if split == "test" else "train"])
+
+
+def check_fits(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, *, name: str,
+               split: str = "train", data_dir: str | os.PathLike | None = None) -> None:
+    """Refuse, before any training, data that ``model`` (zoo model ``name``) cannot learn.
+
+    Another dataset in MNIST's layout may have other image sizes or more classes; either would
+    otherwise fail deep inside torch, mid-training. The size is tried with one forward pass on one
+    image (so a user's architecture for other sizes is welcome); the labels must lie within the
+    logits that pass returns.
+    """
+    image_file, label_file = files(split, data_dir)
+    if len(images) == 0:
+        raise IntriguingError(f"{image_file}: no images to use for {split}; use a non-empty dataset or limit")
+    logits = _probe(model, images[:1], name, image_file)
+    classes = logits.shape[-1]
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high >= classes:
+        raise IntriguingError(
+            f"{label_file}: labels range over {low}..{high}, but model {name} has {classes} outputs "
+            f"(classes 0..{classes - 1}); use a dataset labelled 0..{classes - 1}, "
+            f"or register a model with {high + 1} outputs (intriguing.zoo.register)"
+        )
+
+
+def _probe(model: torch.nn.Module, image: torch.Tensor, name: str, source: Path) -> torch.Tensor:
+    """``model(image)`` without side effects: random state, train mode and gradients are left alone,
+    so the seeded training that follows is the same as without the check."""
+    size = "x".join(str(d) for d in image.shape[2:])
+    was_training = model.training
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            logits = model.eval()(image)
+    except RuntimeError as e:
+        if tuple(image.shape[1:]) != INPUT_SHAPE:
+            expected = "x".join(str(d) for d in INPUT_SHAPE[1:])
+            raise IntriguingError(
+                f"{source}: images are {size}, but model {name} takes {expected} images (shape "
+                f"(N, {', '.join(map(str, INPUT_SHAPE))})); use a dataset of {expected} images in MNIST's layout"
+            ) from None
+        raise IntriguingError(
+            f"model {name} fails on one {size} image of {source} ({e}); check that the model takes {size} images"
+        ) from None
+    finally:
+        model.train(was_training)
+    if logits.dim() != 2 or logits.shape[0] != 1:
+        raise IntriguingError(
+            f"model {name} returns shape {tuple(logits.shape)} for one image, expected (1, classes) logits"
+        )
+    return logits
 
 
 def split_indices(n: int = 60_000) -> tuple[np.ndarray, np.ndarray]:

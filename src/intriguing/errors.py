@@ -1,7 +1,7 @@
 """One error type for everything a user can get wrong, and the shared input checks.
 
 Every message says *what* is wrong, *where* (argument, file, model) and *how to fix it*, so the
-command line can print it as one line instead of a traceback (STYLE.md #7).
+command line can print it as one line instead of a traceback.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ class IntriguingError(ValueError):
 
 
 def unknown_name_error(kind: str, name: str, known: Iterable[str]) -> IntriguingError:
-    """An error for a name missing from a registry, listing the close matches (STYLE.md #6)."""
+    """An error for a name missing from a registry, listing the close matches."""
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
     hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""

@@ -1,4 +1,4 @@
-"""Results as records: dataclasses to JSON and back, written atomically (STYLE.md #5).
+"""Results as records: dataclasses to JSON and back, written atomically.
 
 Everything the toolkit saves goes through :func:`write_json` / :func:`write_bytes`, which write to a
 temporary file in the same folder and rename it into place, so a run killed at any moment leaves
@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from intriguing.errors import IntriguingError
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -65,6 +68,19 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
+def check_writable(folder: str | os.PathLike, what: str) -> Path:
+    """Fail at once, before any compute, when ``folder`` cannot be created or written to."""
+    path = Path(folder)
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise IntriguingError(f"{what} {path}: {probe} is a file, not a folder; choose another path")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise IntriguingError(f"{what} {path}: {probe} is not writable; choose a folder you can write to")
+    return path
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Save ``obj`` (dataclasses welcome) as indented JSON, atomically."""
     text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False)
@@ -72,15 +88,30 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """Load a JSON file; a damaged one (truncated, not UTF-8, not JSON) raises one clear ``IntriguingError``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IntriguingError(f"{path} is damaged ({type(e).__name__}: {e})") from None
+
+
+def git_describe() -> str | None:
+    """``git describe --always --dirty`` of the checkout this package runs from, if it is one."""
+    source = Path(__file__).resolve().parent
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=source, capture_output=True,
+                              text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 def environment() -> dict[str, str]:
     """Library versions and machine facts recorded beside every result."""
     import scipy
 
-    from intriguing import __version__
+    from intriguing.versions import __version__
 
     return {
         "intriguing": __version__,
@@ -90,4 +121,5 @@ def environment() -> dict[str, str]:
         "scipy": scipy.__version__,
         "platform": platform.platform(),
         "torch_threads": str(torch.get_num_threads()),
+        "git": git_describe() or "not a git checkout",
     }

@@ -1,101 +1,43 @@
-"""Training the zoo, with a checkpoint cache keyed by the full configuration.
+"""Training: one minibatch loop for every model and stage, and the recipe that configures it.
 
-One minibatch loop (:func:`run_epochs`) serves both the supervised stage and the autoencoder's
-unsupervised stage. The whole dataset lives in one tensor and minibatches are index slices: on
-MNIST-sized data that is several times faster than a DataLoader.
-
-Checkpoints are safetensors (never pickle) named by a hash of everything that determines the
-weights: model name, recipe, data split, dataset content and seed. A second request for the same
-configuration loads the file instead of training again.
+One minibatch loop (:func:`run_epochs`) serves the supervised stage, the autoencoder's unsupervised
+stage and adversarial training (through its ``on_step`` hook). The whole dataset lives in one tensor
+and minibatches are index slices: on MNIST-sized data that is several times faster than a
+DataLoader. Which model to train, and caching the result, is :mod:`intriguing.zoo`'s job.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import os
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from intriguing import data, zoo
-from intriguing.checkpoint import load_weights, read_metadata, save_model
 from intriguing.errors import IntriguingError
-
-CACHE_ENV = "INTRIGUING_CACHE"
-CACHE_FORMAT = 1
-
-
-@dataclass
-class TrainResult:
-    """What training measured: errors on the training split and on the test set, and the time taken."""
-
-    name: str
-    on: str
-    seed: int
-    train_error: float
-    test_error: float
-    seconds: float
-    cache_key: str
-
-
-def cache_dir(override: str | os.PathLike | None = None) -> Path:
-    """Checkpoint folder: ``override``, else ``$INTRIGUING_CACHE``, else ``~/.cache/intriguing``."""
-    chosen = override or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "intriguing"
-    return Path(chosen).expanduser()
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything that determines a trained model's weights: its hash names the checkpoint.
+class TrainRecipe:
+    """How a zoo model is trained: every field enters the checkpoint cache key.
 
-    ``limit`` trains on the first ``limit`` images of the split only and ``overrides`` replaces
-    recipe fields (e.g. ``{"epochs": 2}``): both exist for quick runs (tests, the smoke preset).
+    ``weight_decay`` maps a module name to the paper's lambda for that layer's weight. For models
+    with an unsupervised stage (the autoencoder) the ``pretrain_*`` fields describe that stage,
+    after which the modules in ``frozen`` stop learning.
     """
 
-    name: str
-    on: str = "train"
-    seed: int = 0
-    limit: int | None = None
-    overrides: tuple[tuple[str, object], ...] = ()
+    epochs: int
+    weight_decay: dict[str, float]
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    pretrain_epochs: int = 0
+    pretrain_weight_decay: dict[str, float] = field(default_factory=dict)
+    sparsity_target: float = 0.05
+    sparsity_weight: float = 0.0
+    frozen: tuple[str, ...] = ()
 
-    @property
-    def recipe(self) -> zoo.TrainRecipe:
-        try:
-            return dataclasses.replace(zoo.spec(self.name).recipe, **dict(self.overrides))
-        except TypeError as e:
-            raise IntriguingError(f"recipe overrides {dict(self.overrides)} for {self.name}: {e}") from None
-
-    def key(self, data_dir: str | os.PathLike | None = None) -> str:
-        """Hash of the full configuration and the dataset's content; equal keys mean identical weights."""
-        config = {
-            "format": CACHE_FORMAT,
-            "model": self.name,
-            "recipe": dataclasses.asdict(self.recipe),
-            "on": self.on,
-            "seed": self.seed,
-            "limit": self.limit,
-            "data": data.fingerprint(data_dir),
-        }
-        return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _config(name: str, on: str, seed: int, limit: int | None, overrides: dict | None) -> TrainConfig:
-    if on not in data.SPLITS:
-        raise IntriguingError(f"unknown training split {on!r}: choose one of {', '.join(data.SPLITS)}")
-    zoo.spec(name)  # unknown names fail here, listing the close matches
-    return TrainConfig(name, on, seed, limit, tuple(sorted((overrides or {}).items())))
-
-
-def checkpoint_path(config: TrainConfig, data_dir=None, cache=None) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-." else "_" for c in config.name)
-    return cache_dir(cache) / "models" / f"{safe}-{config.on}-s{config.seed}-{config.key(data_dir)}.safetensors"
 
 
 def weight_penalty(model: nn.Module, weight_decay: dict[str, float]) -> torch.Tensor:
@@ -163,7 +105,7 @@ def fit(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    recipe: zoo.TrainRecipe,
+    recipe: TrainRecipe,
     *,
     seed: int = 0,
     desc: str = "train",
@@ -208,47 +150,3 @@ def error_rate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bat
         logits = model(images[start : start + batch_size])
         wrong += int((logits.argmax(1) != labels[start : start + batch_size]).sum())
     return wrong / len(images)
-
-
-def train(name: str, on: str = "train", seed: int = 0, *, limit: int | None = None, overrides: dict | None = None,
-          data_dir=None, progress: bool = True) -> tuple[nn.Module, TrainResult]:
-    """Train zoo model ``name`` on split ``on`` from scratch (no cache); returns the model and its errors."""
-    config = _config(name, on, seed, limit, overrides)
-    images, labels = data.load_mnist(on, data_dir)
-    images, labels = images[:limit], labels[:limit]
-    start = time.perf_counter()
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = zoo.build(name)
-    fit(model, images, labels, config.recipe, seed=seed, desc=f"train {name} on {on}", progress=progress)
-    seconds = time.perf_counter() - start
-    test_images, test_labels = data.load_mnist("test", data_dir)
-    result = TrainResult(
-        name=name, on=on, seed=seed,
-        train_error=error_rate(model, images, labels),
-        test_error=error_rate(model, test_images, test_labels),
-        seconds=seconds, cache_key=config.key(data_dir),
-    )
-    return model, result
-
-
-def trained_with_result(name: str, on: str = "train", seed: int = 0, *, limit: int | None = None,
-                        overrides: dict | None = None, data_dir=None, cache=None,
-                        progress: bool = True) -> tuple[nn.Module, TrainResult]:
-    """Like :func:`trained`, also returning the :class:`TrainResult` stored with the checkpoint."""
-    path = checkpoint_path(_config(name, on, seed, limit, overrides), data_dir, cache)
-    if path.is_file():
-        model = load_weights(zoo.build(name), path).eval()
-        return model, TrainResult(**json.loads(read_metadata(path)["result"]))
-    model, result = train(name, on, seed, limit=limit, overrides=overrides, data_dir=data_dir, progress=progress)
-    save_model(model, path, {"result": json.dumps(dataclasses.asdict(result))})
-    return model, result
-
-
-def trained(name: str, on: str = "train", seed: int = 0, **kwargs) -> nn.Module:
-    """Zoo model ``name`` trained on ``on`` with ``seed``, in eval mode: loaded from the cache or trained.
-
-    Keyword arguments: ``limit`` and ``overrides`` (quick runs, see :class:`TrainConfig`),
-    ``data_dir``, ``cache`` (checkpoint folder) and ``progress``.
-    """
-    return trained_with_result(name, on, seed, **kwargs)[0]

@@ -1,55 +1,48 @@
-"""The paper's MNIST models, registered by the paper's names (Section 4.2, Tables 1 and 3).
+"""The zoo: the paper's models registered by the paper's names, trained once and cached.
 
-``build(name)`` gives an untrained ``nn.Module`` that maps images (N, 1, 28, 28) in [0, 1] to logits
-(N, 10); ``trained(name, on, seed)`` trains it (or loads it from the cache). Hidden layers are named
-modules so that hooks (unit analysis), layer walks (spectral bounds) and per-layer adversarial
-training can address them: in the fully connected nets ``h1`` and ``h2`` are the sigmoid outputs,
-``out`` the logit layer.
+``build(name)`` gives an untrained ``nn.Module`` mapping images (N, 1, 28, 28) in [0, 1] to logits
+(N, 10); ``trained(name, on=..., seed=...)`` is the one entry point to a trained model and its
+training record: it loads the checkpoint from the cache, or trains and stores it. A user's own
+architecture joins the zoo with :func:`register` (an architecture plus a :class:`TrainRecipe`).
 
-Weight decay is the paper's per-layer lambda, applied as the penalty ``lambda * ||W||^2`` on each
-named layer's weight, added to the mean cross-entropy (see ``TrainRecipe``).
+Weight decay is the paper's per-layer lambda, applied as the penalty ``lambda/2 * ||W||^2`` on each
+named layer's weight, added to the mean cross-entropy (see :class:`~intriguing.training.TrainRecipe`).
+
+Checkpoints are safetensors (never pickle) named by a hash of everything that determines the
+weights: model name, recipe, data split, dataset content, seed and the version of the training
+code, so a changed recipe or training loop retrains instead of loading a stale file.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import dataclasses
+import hashlib
+import json
+import os
+import time
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
-import torch
 from torch import nn
 
-from intriguing.errors import unknown_name_error
+from intriguing import data, seeding
+from intriguing.architectures import NUM_CLASSES, AutoencoderClassifier, conv_net, fully_connected
+from intriguing.checkpoint import load_weights, read_metadata, save_model
+from intriguing.errors import IntriguingError, unknown_name_error
+from intriguing.records import check_writable
+from intriguing.training import TrainRecipe, error_rate, fit
+from intriguing.versions import code_version
 
-NUM_CLASSES = 10
-INPUT_SHAPE = (1, 28, 28)
-PIXELS = 28 * 28
-
-
-@dataclass(frozen=True)
-class TrainRecipe:
-    """How a zoo model is trained: every field enters the checkpoint cache key.
-
-    ``weight_decay`` maps a module name to the paper's lambda for that layer's weight. For models
-    with an unsupervised stage (the autoencoder) the ``pretrain_*`` fields describe that stage,
-    after which the modules in ``frozen`` stop learning.
-    """
-
-    epochs: int
-    weight_decay: dict[str, float]
-    batch_size: int = 128
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    pretrain_epochs: int = 0
-    pretrain_weight_decay: dict[str, float] = field(default_factory=dict)
-    sparsity_target: float = 0.05
-    sparsity_weight: float = 0.0
-    frozen: tuple[str, ...] = ()
+CACHE_ENV = "INTRIGUING_CACHE"
+# The code whose changes change trained weights: a new version of it makes every checkpoint stale.
+TRAINING_CODE = ("intriguing.training", "intriguing.architectures")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A registered model: its paper name, what it is, how to build it and how to train it."""
+    """A registered model: its name, what it is, how to build it and how to train it."""
 
     name: str
     description: str
@@ -57,78 +50,11 @@ class ModelSpec:
     recipe: TrainRecipe
 
 
-def fully_connected(*widths: int, activation: type[nn.Module] = nn.Sigmoid) -> nn.Sequential:
-    """``FC w1-w2-...-10``: flatten, then Linear + activation per hidden width, then the logit layer.
-
-    Modules are named ``fc{i}`` (weights) and ``h{i}`` (hidden activations), the logit layer ``out``.
-    """
-    layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=nn.Flatten())
-    fan_in = PIXELS
-    for i, width in enumerate(widths[:-1], start=1):
-        layers[f"fc{i}"] = nn.Linear(fan_in, width)
-        layers[f"h{i}"] = activation()
-        fan_in = width
-    layers["out"] = nn.Linear(fan_in, widths[-1])
-    return nn.Sequential(layers)
-
-
-class AutoencoderClassifier(nn.Module):
-    """``AE400-10``: a sparse sigmoid autoencoder's code (400 units) with a softmax on top.
-
-    The encoder is trained unsupervised first (reconstruction + KL sparsity, :meth:`unsupervised_loss`),
-    then frozen; only ``out`` learns from labels, as in the paper's Table 1. The decoder is not part
-    of :meth:`forward`: it only serves the unsupervised stage.
-    """
-
-    def __init__(self, hidden: int = 400, classes: int = NUM_CLASSES):
-        super().__init__()
-        self.flatten = nn.Flatten()
-        self.encoder = nn.Linear(PIXELS, hidden)
-        self.h1 = nn.Sigmoid()
-        self.out = nn.Linear(hidden, classes)
-        self.decoder = nn.Linear(hidden, PIXELS)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.h1(self.encoder(self.flatten(x))))
-
-    def unsupervised_loss(self, x: torch.Tensor, sparsity_target: float, sparsity_weight: float) -> torch.Tensor:
-        """Reconstruction cross-entropy per pixel plus the KL sparsity penalty on mean code activity."""
-        flat = x.flatten(1)
-        code = torch.sigmoid(self.encoder(flat))
-        recon = self.decoder(code)
-        reconstruction = nn.functional.binary_cross_entropy_with_logits(recon, flat, reduction="sum") / len(x)
-        rho, rho_hat = sparsity_target, code.mean(0).clamp(1e-6, 1 - 1e-6)
-        kl = rho * torch.log(rho / rho_hat) + (1 - rho) * torch.log((1 - rho) / (1 - rho_hat))
-        return reconstruction + sparsity_weight * kl.sum()
-
-
-def conv_net(classes: int = NUM_CLASSES) -> nn.Sequential:
-    """A small MNIST convolutional net (the paper used one for the unit analysis, Figs 1-2).
-
-    Two 5x5 conv + ReLU + 2x2 max-pool stages, then a 128-unit ReLU feature layer ``features``
-    (the "last feature layer" whose units Section 3 examines) and the logit layer ``out``.
-    """
-    return nn.Sequential(
-        OrderedDict(
-            conv1=nn.Conv2d(1, 16, 5, padding=2),
-            relu1=nn.ReLU(),
-            pool1=nn.MaxPool2d(2),
-            conv2=nn.Conv2d(16, 32, 5, padding=2),
-            relu2=nn.ReLU(),
-            pool2=nn.MaxPool2d(2),
-            flatten=nn.Flatten(),
-            fc1=nn.Linear(32 * 7 * 7, 128),
-            features=nn.ReLU(),
-            out=nn.Linear(128, classes),
-        )
-    )
-
-
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register(spec: ModelSpec) -> ModelSpec:
-    """Add a model to the zoo under ``spec.name`` (a user's own models are welcome too)."""
+    """Add a model to the zoo under ``spec.name`` (a user's own architectures are welcome too)."""
     _REGISTRY[spec.name] = spec
     return spec
 
@@ -146,20 +72,146 @@ def spec(name: str) -> ModelSpec:
         raise unknown_name_error("model", name, _REGISTRY) from None
 
 
-def build(name: str) -> nn.Module:
-    """A freshly initialised (untrained) model returning logits."""
-    return spec(name).build()
+def build(name: str, seed: int | None = None) -> nn.Module:
+    """A freshly initialised (untrained) model returning logits; ``seed`` makes its initial weights
+    those that :func:`trained` starts from with the same seed."""
+    if seed is None:
+        return spec(name).build()
+    with seeding.seeded(seed):
+        return spec(name).build()
 
 
-def trained(name: str, on: str = "train", seed: int = 0, **kwargs) -> nn.Module:
-    """The model trained on split ``on`` with ``seed``, in eval mode; loaded from the cache when there.
+@dataclass
+class TrainRecord:
+    """What training measured: errors on the training split and on the test set, and the time taken."""
 
-    Keyword arguments (``limit``, ``overrides``, ``data_dir``, ``cache``, ``progress``) go to
-    :func:`intriguing.training.trained`.
+    name: str
+    on: str
+    seed: int
+    train_error: float
+    test_error: float
+    seconds: float
+    cache_key: str
+
+
+@dataclass
+class TrainedModel:
+    """A trained zoo model (in eval mode) with the record of its training."""
+
+    model: nn.Module
+    record: TrainRecord
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained model's weights: its hash names the checkpoint.
+
+    ``limit`` trains on the first ``limit`` images of the split only and ``overrides`` replaces
+    recipe fields (e.g. ``{"epochs": 2}``): both exist for quick runs (tests, the smoke preset).
     """
-    from intriguing.training import trained as train_or_load
 
-    return train_or_load(name, on=on, seed=seed, **kwargs)
+    name: str
+    on: str = "train"
+    seed: int = 0
+    limit: int | None = None
+    overrides: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def recipe(self) -> TrainRecipe:
+        try:
+            return dataclasses.replace(spec(self.name).recipe, **dict(self.overrides))
+        except TypeError as e:
+            raise IntriguingError(f"recipe overrides {dict(self.overrides)} for {self.name}: {e}") from None
+
+    def key(self, data_dir: str | os.PathLike | None = None) -> str:
+        """Hash of the configuration, the dataset's content and the training code's version."""
+        config = {
+            "code": code_version(*TRAINING_CODE),
+            "model": self.name,
+            "recipe": dataclasses.asdict(self.recipe),
+            "on": self.on,
+            "seed": self.seed,
+            "limit": self.limit,
+            "data": data.fingerprint(data_dir),
+        }
+        return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _config(name: str, on: str, seed: int, limit: int | None, overrides: dict | None) -> TrainConfig:
+    if on not in data.SPLITS:
+        raise IntriguingError(f"unknown training split {on!r}: choose one of {', '.join(data.SPLITS)}")
+    spec(name)  # unknown names fail here, listing the close matches
+    config = TrainConfig(name, on, seed, limit, tuple(sorted((overrides or {}).items())))
+    config.recipe  # unknown recipe fields fail here, before any work
+    return config
+
+
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    """Checkpoint folder: ``override``, else ``$INTRIGUING_CACHE``, else ``~/.cache/intriguing``."""
+    chosen = override or os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "intriguing"
+    return Path(chosen).expanduser()
+
+
+def checkpoint_path(config: TrainConfig, data_dir=None, cache=None) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-." else "_" for c in config.name)
+    return cache_dir(cache) / "models" / f"{safe}-{config.on}-s{config.seed}-{config.key(data_dir)}.safetensors"
+
+
+def train(config: TrainConfig, *, data_dir=None, progress: bool = True) -> TrainedModel:
+    """Train from scratch (no cache): seeded initial weights, then :func:`~intriguing.training.fit`.
+
+    Both splits are checked against the model first, so data of the wrong size or with too many
+    classes fails at once with one line instead of deep inside torch after minutes of training.
+    """
+    images, labels = data.load_mnist(config.on, data_dir)
+    images, labels = images[: config.limit], labels[: config.limit]
+    test_images, test_labels = data.load_mnist("test", data_dir)
+    start = time.perf_counter()
+    model = build(config.name, seed=config.seed)
+    data.check_fits(model, images, labels, name=config.name, split=config.on, data_dir=data_dir)
+    data.check_fits(model, test_images, test_labels, name=config.name, split="test", data_dir=data_dir)
+    fit(model, images, labels, config.recipe, seed=config.seed, desc=f"train {config.name} on {config.on}",
+        progress=progress)
+    seconds = time.perf_counter() - start
+    record = TrainRecord(
+        name=config.name, on=config.on, seed=config.seed,
+        train_error=error_rate(model, images, labels),
+        test_error=error_rate(model, test_images, test_labels),
+        seconds=seconds, cache_key=config.key(data_dir),
+    )
+    return TrainedModel(model, record)
+
+
+def _cached(config: TrainConfig, path: Path) -> TrainedModel | None:
+    """The checkpoint at ``path`` if it is there and whole; a damaged one is reported and ignored."""
+    if not path.is_file():
+        return None
+    try:
+        model = load_weights(build(config.name), path, require_hash=True).eval()
+        record = TrainRecord(**json.loads(read_metadata(path)["result"]))
+    except (IntriguingError, KeyError, TypeError, ValueError) as e:
+        warnings.warn(f"cache entry {path} is damaged ({e}); retraining {config.name}", stacklevel=3)
+        return None
+    return TrainedModel(model, record)
+
+
+def trained(name: str, *, on: str = "train", seed: int = 0, limit: int | None = None,
+            overrides: dict | None = None, data_dir=None, cache=None, progress: bool = True) -> TrainedModel:
+    """Zoo model ``name`` trained on split ``on`` with ``seed``: loaded from the cache or trained and stored.
+
+    ``limit`` and ``overrides`` are for quick runs (see :class:`TrainConfig`); ``cache`` is the
+    checkpoint folder (default :func:`cache_dir`). The cache folder is checked for writing before
+    any training, so a bad one fails at once rather than after minutes of work.
+    """
+    config = _config(name, on, seed, limit, overrides)
+    path = checkpoint_path(config, data_dir, cache)
+    found = _cached(config, path)
+    if found is not None:
+        return found
+    check_writable(path.parent, "checkpoint cache")
+    result = train(config, data_dir=data_dir, progress=progress)
+    save_model(result.model, path, {"result": json.dumps(dataclasses.asdict(result.record))})
+    return result
 
 
 def _softmax_regression(lam_text: str) -> ModelSpec:
@@ -209,5 +261,13 @@ register(
         description="Small convolutional net (2 conv + pool stages, 128 ReLU features) for the unit analysis",
         build=conv_net,
         recipe=TrainRecipe(epochs=6, weight_decay={"fc1": 1e-5, "out": 1e-5}),
+    )
+)
+register(
+    ModelSpec(
+        name="FC50-50-10(ReLU)",
+        description="Small ReLU network, lambda=1e-5, 1e-5, 1e-6: small enough for exact minimal distortions (MIP)",
+        build=lambda: fully_connected(50, 50, NUM_CLASSES, activation=nn.ReLU),
+        recipe=TrainRecipe(epochs=20, weight_decay={"fc1": 1e-5, "fc2": 1e-5, "out": 1e-6}),
     )
 )

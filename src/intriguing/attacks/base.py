@@ -1,33 +1,33 @@
-"""What every attack shares: the result record, the distortion measure, input checks and verification.
+"""The attack contract: check the inputs, search, verify by a forward pass, once for every attack.
 
-An attack's own code only searches; checking the inputs, deciding what counts as a success and
-re-verifying every success by a forward pass happen here, once, for every attack (STYLE.md #1).
+An :class:`Attack` is configured in its constructor and called with data::
 
-The paper (Section 4.1, Eq. 1) asks for the smallest ``r`` such that ``f(x + r) = l`` with
-``x + r`` in the box ``[0, 1]^m``. Two modes follow:
+    result = attack(model, x, Targeted(t))        # or target=t;  Untargeted(y) or labels=y
 
-* **targeted** (``target=l`` given): a success is ``argmax f(x') = l``;
-* **untargeted** (``labels=y`` given, the true classes): a success is ``argmax f(x') != y``.
+``Attack.__call__`` checks the model and the inputs, builds the criterion, hands a validated
+:class:`Task` to the subclass's ``_search`` and re-verifies the :class:`Found` candidates by a
+forward pass and the box. A subclass only searches. The paper (Section 4.1, Eq. 1) asks for the
+smallest ``r`` with ``f(x + r) = l`` and ``x + r`` in the box; the criteria say what ``f(x + r) = l``
+means (:mod:`~intriguing.attacks.criteria`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from intriguing.errors import IntriguingError, check_images, check_labels
+from intriguing.attacks.config import check_bounds
+from intriguing.attacks.criteria import Criterion, criterion_of
+from intriguing.errors import IntriguingError, check_images
 
 Bounds = tuple[float, float]
-
-# During a search a point counts as adversarial only if its success margin exceeds this many logits.
-# The final verification is a forward pass at another batch size, and a model's logits change by a
-# few 1e-6 with the batch size (blocked matrix products): 1e-4 guarantees that it confirms.
-SAFE_MARGIN = 1e-4
 
 
 @dataclass
@@ -97,22 +97,91 @@ def rms_distortion(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
     return (x_adv - x).flatten(1).pow(2).mean(1).sqrt()
 
 
-def random_targets(labels: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
-    """A seeded random class different from each label, uniform over the other ``num_classes - 1``."""
-    check_labels(labels, "labels", len(labels), num_classes)
-    shift = torch.randint(1, num_classes, labels.shape, generator=torch.Generator().manual_seed(seed))
-    return (labels + shift.to(labels.device)) % num_classes
+@dataclass(frozen=True)
+class Task:
+    """A validated attack request: the inputs, what counts as success, the box and the clean logits."""
+
+    x: torch.Tensor
+    criterion: Criterion
+    bounds: Bounds
+    clean_logits: torch.Tensor
+
+    @property
+    def num_classes(self) -> int:
+        return self.clean_logits.shape[1]
 
 
-def check_bounds(bounds: Any) -> Bounds:
-    """``bounds`` as a pair of finite floats ``(low, high)`` with ``low < high``."""
+@dataclass
+class Found:
+    """What a search returns, before verification: a candidate per input (shaped like ``x``), the
+    paper-faithful RMS distortion, the ``c`` of each candidate (NaN where none) and evaluations."""
+
+    adversarial: torch.Tensor
+    distortion_paper: torch.Tensor
+    c: torch.Tensor
+    evaluations: torch.Tensor
+
+
+class Attack:
+    """Base class of every attack: ``attack(model, x, criterion)`` checks, searches, verifies.
+
+    Subclasses set ``bounds`` (the box), implement ``_search(model, task) -> Found`` and
+    ``record() -> dict`` (the hyper-parameters stored with every result). ``target=`` and
+    ``labels=`` are shorthand for ``Targeted(target)`` and ``Untargeted(labels)``; giving both is
+    ``Targeted(target, labels)``, which refuses a target equal to its true label.
+    """
+
+    bounds: Bounds = (0.0, 1.0)
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, criterion: Criterion | None = None, *,
+                 target: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> AttackResult:
+        task = make_task(model, x, criterion_of(criterion, target, labels), self.bounds)
+        return verified_result(model, task, self._search(model, task), config=self.record())
+
+    def _search(self, model: nn.Module, task: Task) -> Found:
+        raise NotImplementedError
+
+    def record(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+@contextlib.contextmanager
+def flushing_subnormals() -> Iterator[None]:
+    """Run the block with subnormal floats flushed to zero, then restore the caller's setting.
+
+    Weight decay leaves some weights of trained nets (those of always-black MNIST border pixels)
+    in the subnormal range, and arithmetic on subnormals is an order of magnitude slower on a CPU;
+    values below ~1e-38 change no attack result. torch has no getter for the setting, so it is
+    read by a probe: a subnormal times one is zero exactly when flushing is on.
+    """
+    was_on = _flushing()
+    torch.set_flush_denormal(True)
     try:
-        low, high = (float(b) for b in bounds)
-    except (TypeError, ValueError):
-        raise IntriguingError(f"bounds: expected a pair (low, high) of numbers, got {bounds!r}") from None
-    if not (math.isfinite(low) and math.isfinite(high) and low < high):
-        raise IntriguingError(f"bounds: expected finite low < high, got ({low}, {high})")
-    return low, high
+        yield
+    finally:
+        if not was_on:
+            torch.set_flush_denormal(False)
+
+
+def _flushing() -> bool:
+    return float(torch.tensor([1e-39], dtype=torch.float32) * 1.0) == 0.0
+
+
+def make_task(model: nn.Module, x: torch.Tensor, criterion: Criterion, bounds: Any) -> Task:
+    """Check an attack's arguments and return the :class:`Task`, or raise one clear error."""
+    if not isinstance(model, nn.Module):
+        raise IntriguingError(f"model: expected a torch.nn.Module returning logits, got {type(model).__name__}")
+    bounds = check_bounds(bounds)
+    check_images(x, "x", bounds)
+    classes = criterion.classes
+    if isinstance(classes, torch.Tensor) and classes.dim() == 1 and len(classes) != len(x):
+        raise IntriguingError(f"{criterion.argument}: expected {len(x)} classes, one per input in x, got {len(classes)}")
+    warn_if_training(model)
+    logits = checked_logits(model, x)
+    criterion = criterion.checked(len(x), logits.shape[1], x.device)
+    if criterion.targeted:
+        _warn_if_targets_look_like_labels(criterion.classes, logits)
+    return Task(x=x, criterion=criterion, bounds=bounds, clean_logits=logits)
 
 
 def warn_if_training(model: nn.Module) -> None:
@@ -121,8 +190,68 @@ def warn_if_training(model: nn.Module) -> None:
         warnings.warn(
             "the model is in train mode: dropout/batch-norm make its output random or batch-dependent; "
             "call model.eval() before attacking it (the attack leaves the mode as it is)",
-            stacklevel=3,
+            stacklevel=4,
         )
+
+
+def _warn_if_targets_look_like_labels(targets: torch.Tensor, logits: torch.Tensor) -> None:
+    """Targets that are mostly the model's own classes are probably the true labels passed as targets."""
+    same = int((logits.argmax(1) == targets).sum())
+    if len(targets) > 1 and same > len(targets) // 2:
+        warnings.warn(
+            f"target: {same} of {len(targets)} targets are already the model's class on the clean input, "
+            "so they count as successes at distortion 0; if these are the true labels, pass labels= "
+            "(untargeted) or target=other classes, labels=true classes",
+            stacklevel=4,
+        )
+
+
+def checked_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The clean logits (N, K), after checking the model takes ``x`` and returns finite logits, not probabilities."""
+    _check_dtype(model, x)
+    try:
+        logits = logits_of(model, x)
+    except RuntimeError as error:  # a shape the model cannot take: one line naming both shapes
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise IntriguingError(
+            f"x: the model cannot take inputs shaped {tuple(x.shape)} ({reason}); {_expected_input(model)}"
+        ) from None
+    if not torch.isfinite(logits).all():
+        raise IntriguingError("model: returned NaN or infinite logits on the clean inputs x; check its weights")
+    if _looks_like_probabilities(logits):
+        raise IntriguingError(
+            f"model: its outputs look like probabilities (non-negative rows summing to 1, shape "
+            f"{tuple(logits.shape)}), but the attack's loss needs logits; remove the final softmax "
+            "(or return log-probabilities)"
+        )
+    return logits
+
+
+def _looks_like_probabilities(logits: torch.Tensor) -> bool:
+    return bool((logits >= 0).all()) and bool(((logits.double().sum(1) - 1).abs() <= 1e-4).all())
+
+
+def _check_dtype(model: nn.Module, x: torch.Tensor) -> None:
+    parameter = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if parameter is not None and parameter.dtype != x.dtype:
+        raise IntriguingError(
+            f"x: expected dtype {parameter.dtype} (the model's parameters), got {x.dtype}; "
+            f"convert the inputs with x.to({parameter.dtype}) (or the model with model.to({x.dtype}))"
+        )
+
+
+def _expected_input(model: nn.Module) -> str:
+    """What the model's first layer takes, as a hint for the shape error."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            return (f"its first layer, Linear({module.in_features} -> {module.out_features}), expects "
+                    f"{module.in_features} values per example, e.g. shaped (N, {module.in_features}) "
+                    "or images that flatten to that size")
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+            dims = {nn.Conv1d: "L", nn.Conv2d: "H, W", nn.Conv3d: "D, H, W"}[type(module)]
+            return (f"its first layer, {type(module).__name__}({module.in_channels} -> {module.out_channels}), "
+                    f"expects inputs shaped (N, {module.in_channels}, {dims}) at the image size it was built for")
+    return "pass inputs shaped as the model was built for"
 
 
 @torch.no_grad()
@@ -140,90 +269,20 @@ def logits_of(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torc
     return logits
 
 
-def checked_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """:func:`logits_of` the clean inputs, which must also be finite."""
-    logits = logits_of(model, x)
-    if not torch.isfinite(logits).all():
-        raise IntriguingError("model: returned NaN or infinite logits on the clean inputs x; check its weights")
-    return logits
-
-
-@dataclass(frozen=True)
-class Task:
-    """A validated attack request: the inputs, what counts as success, and the clean logits.
-
-    ``goal`` holds the target classes (targeted) or the true classes (untargeted).
-    """
-
-    x: torch.Tensor
-    goal: torch.Tensor
-    targeted: bool
-    bounds: Bounds
-    clean_logits: torch.Tensor
-
-    @property
-    def num_classes(self) -> int:
-        return self.clean_logits.shape[1]
-
-
-def make_task(model: nn.Module, x: torch.Tensor, target: Any, labels: Any, bounds: Any) -> Task:
-    """Check an attack's arguments and return the :class:`Task`, or raise one clear error."""
-    if not isinstance(model, nn.Module):
-        raise IntriguingError(f"model: expected a torch.nn.Module returning logits, got {type(model).__name__}")
-    bounds = check_bounds(bounds)
-    check_images(x, "x", bounds)
-    if (target is None) == (labels is None):
-        raise IntriguingError(
-            "target/labels: pass exactly one: target=classes for a targeted attack, "
-            "or labels=true classes for an untargeted one"
-        )
-    name, goal = ("target", target) if target is not None else ("labels", labels)
-    if isinstance(goal, torch.Tensor) and goal.dim() == 1 and len(goal) != len(x):
-        raise IntriguingError(f"{name}: expected {len(x)} classes, one per input in x, got {len(goal)}")
-    warn_if_training(model)
-    logits = checked_logits(model, x)
-    check_labels(goal, name, len(x), logits.shape[1])
-    return Task(x=x, goal=goal.to(device=x.device, dtype=torch.int64), targeted=target is not None,
-                bounds=bounds, clean_logits=logits)
-
-
-def reached(logits: torch.Tensor, goal: torch.Tensor, targeted: bool) -> torch.Tensor:
-    """Which rows of ``logits`` count as adversarial: the target is the top class, or the true class is not."""
-    predicted = logits.argmax(1)
-    return predicted == goal if targeted else predicted != goal
-
-
-def success_margin(logits: torch.Tensor, goal: torch.Tensor, targeted: bool) -> torch.Tensor:
-    """How far each row is into (> 0) or short of (< 0) success, in logits.
-
-    Targeted: ``z_goal - max_{j != goal} z_j``; untargeted (``goal`` = true class):
-    ``max_{j != goal} z_j - z_goal``. A tie gives 0, which is not a success.
-    """
-    own = logits.gather(1, goal[:, None])[:, 0]
-    best_other = logits.scatter(1, goal[:, None], -math.inf).amax(1)
-    return own - best_other if targeted else best_other - own
-
-
-def safely_reached(logits: torch.Tensor, goal: torch.Tensor, targeted: bool) -> torch.Tensor:
-    """Rows that a search may record as adversarial: finite logits and a margin above ``SAFE_MARGIN``."""
-    return torch.isfinite(logits).all(1) & (success_margin(logits, goal, targeted) > SAFE_MARGIN)
-
-
-def verified_result(model: nn.Module, task: Task, adversarial: torch.Tensor, *, distortion_paper: torch.Tensor,
-                    c: torch.Tensor, evaluations: torch.Tensor, config: dict[str, Any]) -> AttackResult:
+def verified_result(model: nn.Module, task: Task, found: Found, *, config: dict[str, Any]) -> AttackResult:
     """Re-check every candidate by a forward pass and the box, and build the :class:`AttackResult`.
 
     A candidate that fails the check (wrong class, outside the box, non-finite input or logits) is
     reported as a failure: its ``adversarial`` becomes the clean input and its distortions NaN.
     """
     x = task.x
-    adversarial = adversarial.detach().to(dtype=x.dtype).reshape(x.shape)
+    adversarial = found.adversarial.detach().to(dtype=x.dtype).reshape(x.shape)
     low, high = task.bounds
     flat = adversarial.flatten(1)
     inside = torch.isfinite(flat).all(1) & (flat >= low).all(1) & (flat <= high).all(1)
     candidate = torch.where(inside.view(-1, *[1] * (x.dim() - 1)), adversarial, x)
     logits = logits_of(model, candidate)
-    success = inside & torch.isfinite(logits).all(1) & reached(logits, task.goal, task.targeted)
+    success = inside & torch.isfinite(logits).all(1) & task.criterion.reached(logits)
     keep = success.view(-1, *[1] * (x.dim() - 1))
     adversarial = torch.where(keep, candidate, x)
     nan = torch.full_like(success, math.nan, dtype=x.dtype)
@@ -232,9 +291,9 @@ def verified_result(model: nn.Module, task: Task, adversarial: torch.Tensor, *, 
         adversarial=adversarial,
         success=success,
         distortion=torch.where(success, rms_distortion(x, adversarial), nan),
-        distortion_paper=torch.where(success, distortion_paper.to(nan), nan),
-        target=task.goal.clone() if task.targeted else predicted,
-        c=c.to(nan),
-        evaluations=evaluations.to(device=x.device, dtype=torch.int64),
+        distortion_paper=torch.where(success, found.distortion_paper.to(nan), nan),
+        target=task.criterion.reported_target(predicted),
+        c=found.c.to(nan),
+        evaluations=found.evaluations.to(device=x.device, dtype=torch.int64),
         config=config,
     )

@@ -22,7 +22,9 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from intriguing.attacks.base import SAFE_MARGIN, AttackResult, make_task, rms_distortion, verified_result
+from intriguing.attacks.base import Attack, AttackResult, Found, Task, rms_distortion
+from intriguing.attacks.config import check_bounds
+from intriguing.attacks.criteria import SAFE_MARGIN, Targeted
 from intriguing.errors import IntriguingError
 
 _SOLVED = {clarabel.SolverStatus.Solved, clarabel.SolverStatus.AlmostSolved}
@@ -79,6 +81,36 @@ def _solve_qp(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, target: int, 
     return np.clip(np.asarray(solution.x), low, high)
 
 
+class ExactLinear(Attack):
+    """The exact targeted attack on an affine model, under the common contract (see :func:`exact_linear`)."""
+
+    def __init__(self, *, bounds=(0.0, 1.0), margin: float = SAFE_MARGIN):
+        if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
+            raise IntriguingError(f"margin: expected a finite number >= 0, got {margin!r}")
+        self.bounds, self.margin = check_bounds(bounds), float(margin)
+
+    def record(self) -> dict:
+        return {"method": "exact QP (clarabel)", "bounds": list(self.bounds), "margin": self.margin}
+
+    def _search(self, model: nn.Module, task: Task) -> Found:
+        """One QP per example; a target that no point of the box reaches keeps the clean input."""
+        if not isinstance(task.criterion, Targeted):
+            raise IntriguingError("criterion: exact_linear solves the targeted problem; pass target=classes")
+        x = task.x
+        weight, bias = affine_weights(model, x)
+        flat = x.detach().flatten(1).double().cpu().numpy()
+        low, high = task.bounds
+        adversarial = flat.copy()
+        for i, (point, goal) in enumerate(zip(flat, task.criterion.classes.tolist())):
+            solution = _solve_qp(point, weight, bias, goal, low, high, self.margin)
+            if solution is not None:
+                adversarial[i] = solution
+        adversarial = torch.from_numpy(adversarial).to(x).reshape(x.shape)
+        n = len(x)
+        return Found(adversarial=adversarial, distortion_paper=rms_distortion(x, adversarial),
+                     c=torch.full((n,), math.nan), evaluations=torch.zeros(n, dtype=torch.int64))
+
+
 def exact_linear(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, bounds=(0.0, 1.0),
                  margin: float = SAFE_MARGIN) -> AttackResult:
     """Exact minimal L2 targeted perturbation of an affine softmax model (QP, Section 4.1 Eq. 1).
@@ -94,25 +126,7 @@ def exact_linear(model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, bou
 
     Returns:
         An :class:`AttackResult` (``c`` NaN, ``evaluations`` 0, ``distortion_paper`` equal to
-        ``distortion``). A target that no point of the box reaches is a failure.
+        ``distortion``), checked and verified like every attack's (:class:`~intriguing.attacks.Attack`).
+        A target that no point of the box reaches is a failure.
     """
-    task = make_task(model, x, target, None, bounds)
-    if not (isinstance(margin, (int, float)) and math.isfinite(margin) and margin >= 0):
-        raise IntriguingError(f"margin: expected a finite number >= 0, got {margin!r}")
-    weight, bias = affine_weights(model, x)
-    flat = x.detach().flatten(1).double().cpu().numpy()
-    low, high = task.bounds
-    adversarial = flat.copy()
-    for i, (point, goal) in enumerate(zip(flat, task.goal.tolist())):
-        solution = _solve_qp(point, weight, bias, goal, low, high, margin)
-        if solution is not None:
-            adversarial[i] = solution
-    adversarial = torch.from_numpy(adversarial).to(x).reshape(x.shape)
-    n = len(x)
-    return verified_result(
-        model, task, adversarial,
-        distortion_paper=rms_distortion(x, adversarial),
-        c=torch.full((n,), math.nan),
-        evaluations=torch.zeros(n, dtype=torch.int64),
-        config={"method": "exact QP (clarabel)", "bounds": list(task.bounds), "margin": margin},
-    )
+    return ExactLinear(bounds=bounds, margin=margin)(model, x, target=target)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from intriguing.attacks.base import SAFE_MARGIN, safely_reached
+from intriguing.attacks.criteria import SAFE_MARGIN, Criterion
 
 COMPETITORS = 5  # margins linearised per targeted row: the target against the 5 strongest other classes
 DELTA = 2 * SAFE_MARGIN  # logit margin aimed for; doubled for a row whose last step fell short
@@ -43,7 +43,7 @@ class Refined:
 
 
 def refine(model: nn.Module, shape, x: torch.Tensor, start: torch.Tensor, start_sq: torch.Tensor,
-           goal: torch.Tensor, true: torch.Tensor, targeted: bool, bounds: tuple[float, float],
+           goal: torch.Tensor, true: torch.Tensor, criterion: Criterion, bounds: tuple[float, float],
            steps: int, batch_size: int, progress: bool = False) -> Refined:
     """Refine every row that has an adversarial ``start`` (finite ``start_sq``), ``batch_size`` rows at a
     time, with at most ``steps`` linearise-and-project steps."""
@@ -52,7 +52,7 @@ def refine(model: nn.Module, shape, x: torch.Tensor, start: torch.Tensor, start_
     todo = (torch.isfinite(start_sq) & (start_sq > 0)).nonzero().squeeze(1)  # distance 0 cannot improve
     if steps == 0 or len(todo) == 0:
         return Refined(best, best_sq, evaluations)
-    margins = _Margins(model, tuple(shape), targeted)
+    margins = _Margins(model, tuple(shape), criterion)
     for chunk in tqdm(todo.split(batch_size), desc="attack (refine)", disable=not progress, leave=False):
         u, u_sq, spent = _refine_chunk(margins, x[chunk], best[chunk], goal[chunk], true[chunk], bounds, steps)
         best[chunk], best_sq[chunk] = u, u_sq
@@ -69,8 +69,8 @@ class _Margins:
     differently (any point no longer classified as ``y``; see :class:`~intriguing.attacks.lbfgs.Rows`).
     """
 
-    def __init__(self, model: nn.Module, shape: tuple[int, ...], targeted: bool):
-        self.model, self.shape, self.targeted = model, shape, targeted
+    def __init__(self, model: nn.Module, shape: tuple[int, ...], criterion: Criterion):
+        self.model, self.shape, self.criterion = model, shape, criterion
 
     def __call__(self, u: torch.Tensor, goal: torch.Tensor, true: torch.Tensor):
         with torch.enable_grad():
@@ -80,7 +80,7 @@ class _Margins:
             values = logits.gather(1, goal[:, None]) - logits.gather(1, rivals)  # (B, k)
             grads = [torch.autograd.grad(values[:, j].sum(), point, retain_graph=j + 1 < values.shape[1])[0]
                      for j in range(values.shape[1])]
-        return values.detach(), torch.stack(grads, 1), safely_reached(logits.detach(), true, self.targeted)
+        return values.detach(), torch.stack(grads, 1), self.criterion.safely_reached(logits.detach(), true)
 
     @staticmethod
     def _rivals(logits: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
@@ -118,7 +118,7 @@ def _refine_chunk(margins: _Margins, x: torch.Tensor, start: torch.Tensor, goal:
         if len(going) == 0:
             break
         # Linearised margins: values + grads . (u' - u) >= delta  <=>  grads . u' >= b.
-        b = delta[going, None] - values + torch.einsum("bkm,bm->bk", grads, u[going])
+        b = delta[going, None] - values + _times(grads, u[going])
         u[going] = project_to_halfspace(x[going], grads[:, 0], b[:, 0], low, high) if grads.shape[1] == 1 else \
             project_to_polyhedron(x[going], grads, b, low, high)
     return best, best_sq, spent
@@ -167,50 +167,106 @@ def project_to_polyhedron(x: torch.Tensor, A: torch.Tensor, b: torch.Tensor, low
     """
     dtype = x.dtype
     x, A = x.double(), A.double()
-    beta = b.double() - torch.einsum("bkm,bm->bk", A, x)  # A p >= beta with p = u - x
-    p_low, p_high = low - x, high - x
-    batch, k, _ = A.shape
-    lam = torch.zeros(batch, k, device=x.device, dtype=x.dtype)
-    eye = torch.eye(k, device=x.device, dtype=x.dtype)
-
-    def displacement(multipliers):
-        v = torch.einsum("bk,bkm->bm", multipliers, A)
-        return v, torch.minimum(torch.maximum(v, p_low), p_high)
-
-    def dual(multipliers):
-        p = displacement(multipliers)[1]
-        return 0.5 * p.pow(2).sum(1) - (multipliers * (torch.einsum("bkm,bm->bk", A, p) - beta)).sum(1)
-
+    out = x.clone()
+    rows = torch.arange(len(x), device=x.device)  # rows still iterating; finished rows leave the batch
+    dual = _Dual(A, b.double() - _times(A, x), low - x, high - x)  # A p >= beta with p = u - x
+    lam = torch.zeros(len(x), A.shape[1], device=x.device, dtype=x.dtype)
+    state = dual.at(lam)
     for _ in range(iterations):
-        v, p = displacement(lam)
-        violation = beta - torch.einsum("bkm,bm->bk", A, p)  # dD/dlam
+        violation = dual.beta - state.Ap  # dD/dlam
         residual = (lam - (lam + violation).clamp_min(0)).abs().amax(1)
-        going = residual > tol * (1 + beta.abs().amax(1))
-        if not going.any():
-            break
+        going = residual > tol * (1 + dual.beta.abs().amax(1))
+        if 2 * int(going.sum()) <= len(rows):  # half the rows are done: write them out, drop them
+            out[rows[~going]] = x[rows[~going]] + state.p[~going]
+            rows, lam, violation, dual, state = rows[going], lam[going], violation[going], dual[going], state[going]
+            going = going[going]
+            if len(rows) == 0:
+                return out.to(dtype)
+        direction = torch.where(going[:, None], dual.newton_direction(lam, violation, state.v), 0.0)
+        lam, state = _dual_line_search(lam, direction, state, dual)
+    out[rows] = x[rows] + state.p
+    return out.to(dtype)
+
+
+def _times(A: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """``A p`` per row: A (B, k, m), p (B, m) -> (B, k), the history streamed once."""
+    return torch.bmm(p[:, None, :], A.transpose(1, 2))[:, 0]
+
+
+@dataclass
+class _DualPoint:
+    """At multipliers ``lam``: ``v = A^T lam``, the displacement ``p = clip(v)``, ``A p`` and ``D(lam)``."""
+
+    v: torch.Tensor
+    p: torch.Tensor
+    Ap: torch.Tensor
+    value: torch.Tensor
+
+    def __getitem__(self, keep: torch.Tensor) -> _DualPoint:
+        return _DualPoint(self.v[keep], self.p[keep], self.Ap[keep], self.value[keep])
+
+
+@dataclass
+class _Dual:
+    """The dual ``D(lam) = |p|^2 / 2 - lam . (A p - beta)`` of the projection, ``p = clip(A^T lam)``
+    to ``[p_low, p_high]``, for a batch of rows (float64)."""
+
+    A: torch.Tensor
+    beta: torch.Tensor
+    p_low: torch.Tensor
+    p_high: torch.Tensor
+    scale: torch.Tensor | None = None  # |A|^2 / k per row (B, 1, 1): the Hessian's scale
+
+    def __post_init__(self) -> None:
+        if self.scale is None:
+            self.scale = self.A.pow(2).sum((1, 2))[:, None, None] / self.A.shape[1]
+
+    def __getitem__(self, keep: torch.Tensor) -> _Dual:
+        return _Dual(self.A[keep], self.beta[keep], self.p_low[keep], self.p_high[keep], self.scale[keep])
+
+    def at(self, lam: torch.Tensor) -> _DualPoint:
+        v = torch.bmm(lam[:, None, :], self.A)[:, 0]
+        p = torch.minimum(torch.maximum(v, self.p_low), self.p_high)
+        Ap = _times(self.A, p)
+        return _DualPoint(v, p, Ap, 0.5 * p.pow(2).sum(1) - (lam * (Ap - self.beta)).sum(1))
+
+    def newton_direction(self, lam: torch.Tensor, violation: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Projected Newton step: Hessian ``A_F A_F^T`` over the unclipped coordinates ``F``, on the
+        constraints that are violated or carry a multiplier (identity-scaled elsewhere)."""
+        k = self.A.shape[1]
         working = (lam > 0) | (violation > 0)
-        free = ((v > p_low) & (v < p_high)).to(x.dtype)
-        hessian = torch.einsum("bkm,bjm->bkj", A * free[:, None], A)
-        scale = torch.einsum("bkm,bkm->b", A, A)[:, None, None] / k
+        free = ((v > self.p_low) & (v < self.p_high)).to(self.A.dtype)
+        hessian = torch.bmm(self.A * free[:, None], self.A.transpose(1, 2))
+        scale = self.scale
+        eye = torch.eye(k, device=lam.device, dtype=lam.dtype)
         pair = working[:, :, None] & working[:, None, :]
         hessian = torch.where(pair, hessian, eye * scale) + 1e-10 * scale * eye
-        direction = torch.linalg.solve(hessian, torch.where(working, violation, torch.zeros_like(violation)))
-        direction = torch.where(going[:, None], direction, torch.zeros_like(direction))
-        lam = _dual_line_search(lam, direction, dual(lam), dual)
-    return (x + displacement(lam)[1]).to(dtype)
+        return torch.linalg.solve(hessian, torch.where(working, violation, torch.zeros_like(violation)))
 
 
-def _dual_line_search(lam, direction, current, dual_at, halvings: int = 12):
-    """Largest step ``t in {1, 1/2, ...}`` along ``direction`` (projected onto ``lam >= 0``) that does not lower D."""
-    step = torch.ones_like(current)
-    pending = torch.ones_like(current, dtype=torch.bool)
-    result = lam
-    for _ in range(halvings):
-        candidate = (lam + step[:, None] * direction).clamp_min(0)
-        ok = pending & (dual_at(candidate) >= current - 1e-12 * current.abs().clamp_min(1))
-        result = torch.where(ok[:, None], candidate, result)
-        pending = pending & ~ok
-        if not pending.any():
+def _dual_line_search(lam: torch.Tensor, direction: torch.Tensor, current: _DualPoint, dual: _Dual,
+                      halvings: int = 12) -> tuple[torch.Tensor, _DualPoint]:
+    """Largest step ``t in {1, 1/2, ...}`` along ``direction`` (projected onto ``lam >= 0``) that does
+    not lower D; a row where none does keeps ``lam``. The full step is tried on every row at once;
+    the few rows that need halvings continue on their own, so they cost little."""
+    floor = current.value - 1e-12 * current.value.abs().clamp_min(1)
+    candidate = (lam + direction).clamp_min(0)
+    at = dual.at(candidate)
+    ok = at.value >= floor
+    lam = torch.where(ok[:, None], candidate, lam)
+    state = _DualPoint(*(torch.where(ok[:, None] if new.dim() == 2 else ok, new, old)
+                         for new, old in zip((at.v, at.p, at.Ap, at.value), (current.v, current.p, current.Ap,
+                                                                               current.value))))
+    waiting = (~ok).nonzero().squeeze(1)
+    base, sub, step = lam[waiting], dual[waiting], 0.5
+    for _ in range(halvings - 1):
+        if len(waiting) == 0:
             break
-        step = step / 2
-    return result
+        candidate = (base + step * direction[waiting]).clamp_min(0)
+        at = sub.at(candidate)
+        ok = at.value >= floor[waiting]
+        done = waiting[ok]
+        lam[done] = candidate[ok]
+        state.v[done], state.p[done], state.Ap[done], state.value[done] = at.v[ok], at.p[ok], at.Ap[ok], at.value[ok]
+        waiting, base, sub, step = waiting[~ok], base[~ok], sub[~ok], step / 2
+    return lam, state

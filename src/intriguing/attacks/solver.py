@@ -34,32 +34,17 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from intriguing.attacks.base import SAFE_MARGIN
+from intriguing.attacks.config import LBFGSConfig
+from intriguing.attacks.criteria import SAFE_MARGIN
 from intriguing.attacks.memory import CompactMemory
 
 # Slot phases: empty; waiting for the evaluation at the clean input; needing a new search
 # direction; waiting for the evaluation of a trial step.
 EMPTY, START, DIRECTION, TRIAL = 0, 1, 2, 3
 
-# Objective: (z, x, goal, true, c) rows -> (f, grad f, margin of goal, success to record) rows.
+# Objective: (z, x, goal, true, c) rows -> (f, grad f, margin of goal, success to record, |z - x|^2) rows.
 Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-                     tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
-
-
-@dataclass(frozen=True)
-class SolverSettings:
-    """Numerical settings of the solver (documented on :class:`~intriguing.attacks.LBFGS`)."""
-
-    bounds: tuple[float, float]
-    initial_c: float | None
-    c_factor: float
-    c_rtol: float
-    max_solves: int
-    memory: int
-    max_iter: int
-    ftol: float
-    pgtol: float
-    batch_size: int
+                     tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -117,9 +102,10 @@ class CSearch:
     ARMIJO = 1e-4
     MAX_BACKTRACKS = 20
     C_MIN = 1e-12
+    FULL_BATCH = 0.75  # evaluate every slot while at least this share of them is occupied
     INSIDE = 0.1  # a regula-falsi step lands at least this fraction (in log c) inside the bracket
 
-    def __init__(self, objective: Objective, settings: SolverSettings, progress: bool = False):
+    def __init__(self, objective: Objective, settings: LBFGSConfig, progress: bool = False):
         self.objective = objective
         self.settings = settings
         self.low, self.high = settings.bounds
@@ -153,37 +139,45 @@ class CSearch:
         if need.any():
             self._new_directions(need)
         starting = s.phase == START
-        trial = torch.where(starting[:, None], s.z, (s.z + s.step[:, None] * s.d).clamp(self.low, self.high))
-        f, g, margin, success = self._evaluate(trial)
-        self._record_best(trial, success)
+        trial = torch.addcmul(s.z, s.step[:, None], s.d).clamp_(self.low, self.high)  # d = 0 at START
+        f, g, margin, success, sq = self._evaluate(trial)
+        self._record_best(trial, success, sq)
         if starting.any():
             self._start(starting, f, g, margin, success)
         self._line_search(s.phase == TRIAL, trial, f, g, margin)
         self._load()
 
-    def _evaluate(self, trial: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``f``, its gradient, the margin and success at ``trial`` for the occupied slots
-        (inf, 0, -inf, False elsewhere)."""
-        s = self.slots
-        live = (s.phase != EMPTY).nonzero().squeeze(1)
-        c = torch.where(s.phase == START, torch.zeros_like(s.c), s.c)
-        if len(live) == len(s):
-            f, g, margin, success = self.objective(trial, s.x, s.goal, s.true, c)
-        else:
-            f = torch.full_like(s.f, math.inf)
-            g = torch.zeros_like(s.g)
-            margin = torch.full_like(s.f, -math.inf)
-            success = torch.zeros_like(s.row, dtype=torch.bool)
-            f[live], g[live], margin[live], success[live] = self.objective(
-                trial[live], s.x[live], s.goal[live], s.true[live], c[live])
-        self.out.evaluations[s.row[live]] += 1
-        return f, g, margin, success
+    def _evaluate(self, trial: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``f``, its gradient, the margin, success and ``|trial - x|^2`` for the occupied slots
+        (inf, -, -inf, False, - elsewhere).
 
-    def _record_best(self, trial: torch.Tensor, success: torch.Tensor) -> None:
+        While at least ``FULL_BATCH`` of the slots are occupied, the empty ones (stale but finite
+        rows) are evaluated too: cheaper than gathering the live rows and scattering the results.
+        """
+        s = self.slots
+        occupied = s.phase != EMPTY
+        live = occupied.nonzero().squeeze(1)
+        c = torch.where(s.phase == START, torch.zeros_like(s.c), s.c)
+        self.out.evaluations[s.row[live]] += 1
+        if len(live) >= self.FULL_BATCH * len(s):
+            f, g, margin, success, sq = self.objective(trial, s.x, s.goal, s.true, c)
+            if len(live) == len(s):
+                return f, g, margin, success, sq
+            return (torch.where(occupied, f, math.inf), g, torch.where(occupied, margin, -math.inf),
+                    success & occupied, sq)
+        f = torch.full_like(s.f, math.inf)
+        g = torch.zeros_like(s.g)
+        margin = torch.full_like(s.f, -math.inf)
+        success = torch.zeros_like(s.row, dtype=torch.bool)
+        sq = torch.zeros_like(s.f)
+        f[live], g[live], margin[live], success[live], sq[live] = self.objective(
+            trial[live], s.x[live], s.goal[live], s.true[live], c[live])
+        return f, g, margin, success, sq
+
+    def _record_best(self, trial: torch.Tensor, success: torch.Tensor, sq: torch.Tensor) -> None:
         """Keep, per row, the closest successful point seen at any evaluation."""
         s = self.slots
-        sq = _norm2(trial - s.x)
-        better = success & (s.phase != EMPTY) & (sq < self.out.best_sq[s.row.clamp_min(0)])
+        better = success & (sq < self.out.best_sq[s.row.clamp_min(0)])
         if better.any():
             rows = s.row[better]
             self.out.best[rows] = trial[better]
@@ -207,6 +201,7 @@ class CSearch:
         s.row[empty] = rows
         s.phase[empty] = START
         s.x[empty] = s.z[empty] = self.rows_x[rows]
+        s.d[empty], s.step[empty] = 0.0, 0.0  # the first trial is the clean input itself
         s.goal[empty], s.true[empty] = self.rows_goal[rows], self.rows_true[rows]
         s.c_adv[empty], s.c_fail[empty] = 0.0, math.inf
         s.solves[empty] = s.iters[empty] = s.side[empty] = 0
@@ -242,9 +237,13 @@ class CSearch:
     # -- directions and line search ------------------------------------------------------------
 
     def _free(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        """Coordinates free to move: not held at a bound by a gradient pointing out of the box."""
-        held = ((z <= self.low) & (g > 0)) | ((z >= self.high) & (g < 0))
-        return (~held).to(z.dtype)
+        """Coordinates free to move (1.0, else 0.0): not held at a bound by a gradient pointing out
+        of the box. ``side = sign(high - z) - sign(z - low)`` is +1 at the lower bound, -1 at the
+        upper, 0 inside (z is in the box); a coordinate is held where ``side * g > 0``. Float
+        arithmetic in place: boolean masks of this size cost far more on a CPU."""
+        side = torch.sub(z, self.low).sign_()
+        side.sub_(torch.neg(z).add_(self.high).sign_()).neg_()
+        return side.mul_(g).sign_().clamp_(min=0).neg_().add_(1)
 
     def _new_directions(self, need: torch.Tensor) -> None:
         """Projected L-BFGS direction on the free coordinates, and a unit first step.
@@ -254,7 +253,7 @@ class CSearch:
         """
         s = self.slots
         free = self._free(s.z, s.g)
-        d = -s.memory.apply(s.g * free, s.c) * free
+        d = s.memory.apply(s.g * free, s.c).mul_(free).neg_()
         fallback = need & ((d * s.g).sum(1) >= 0)
         if fallback.any():  # curvature pairs gone stale: restart from steepest descent
             s.memory.forget(fallback)

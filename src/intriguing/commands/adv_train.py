@@ -10,7 +10,7 @@ import click
 from intriguing import advtrain, records
 from intriguing.commands.options import data_dir_option
 
-DEFAULTS = advtrain.ExperimentConfig()
+DEFAULTS = advtrain.AdvTrainStudyConfig()
 POOL = DEFAULTS.training
 
 
@@ -66,12 +66,12 @@ def command(model: str, layers: tuple[str, ...], seeds: int, epochs: int | None,
                                  baselines=baselines, limit=limit, eval_examples=eval_examples,
                                  recipe={"epochs": epochs} if epochs else {}, training=pool)
     start = time.perf_counter()
-    experiment = advtrain.run_experiment(config, data_dir=data_dir)
-    for s in experiment.summary:
+    study = advtrain.run_experiment(config, data_dir=data_dir)
+    for s in study.summary:
         std = f" ± {100 * s.test_error_std:.2f}%" if s.test_error_std is not None else ""
         click.echo(f"{s.variant:<28} test error {100 * s.test_error_mean:.2f}%{std}   "
                    f"av. min. distortion {s.distortion_mean:.4f}   {s.seconds_mean:.0f} s/run")
     if out:
-        records.write_json(out, experiment)
+        records.write_json(out, study)
         click.echo(f"wrote {out}")
     click.echo(f"[{time.perf_counter() - start:.0f} s]")

@@ -8,9 +8,11 @@ import click
 import torch
 
 from intriguing import data, records, zoo
-from intriguing.attacks import LBFGS, random_targets
+from intriguing.architectures import NUM_CLASSES
+from intriguing.attacks import LBFGS, LBFGSConfig, Targeted, Untargeted
 from intriguing.commands.options import data_dir_option, on_option, seed_option
 from intriguing.errors import IntriguingError
+from intriguing.seeding import random_targets
 
 TARGET_MODES = ("random", "next", "untargeted")
 
@@ -35,18 +37,18 @@ def command(name: str, n: int, split: str, mode: str, out: str | None, no_refine
     """Attack zoo model NAME (trained on --on with --seed) with the batched box-constrained L-BFGS attack."""
     if n < 1:
         raise IntriguingError(f"--n: expected at least 1 example, got {n}")
-    model = zoo.trained(name, on=on, seed=seed, data_dir=data_dir)
+    model = zoo.trained(name, on=on, seed=seed, data_dir=data_dir).model
     images, labels = data.load_mnist(split, data_dir)
     with torch.no_grad():
         correct = (model(images).argmax(1) == labels).nonzero().squeeze(1)[:n]
     x, y = images[correct], labels[correct]
-    attack = LBFGS(refine=not no_refine, batch_size=batch_size, progress=True)
+    attack = LBFGS(LBFGSConfig.refined(refine=not no_refine, batch_size=batch_size), progress=True)
     start = time.perf_counter()
     if mode == "untargeted":
-        result = attack(model, x, labels=y)
+        result = attack(model, x, Untargeted(y))
     else:
-        target = random_targets(y, zoo.NUM_CLASSES, seed) if mode == "random" else (y + 1) % zoo.NUM_CLASSES
-        result = attack(model, x, target=target)
+        target = random_targets(y, NUM_CLASSES, seed=seed) if mode == "random" else (y + 1) % NUM_CLASSES
+        result = attack(model, x, Targeted(target))
     seconds = time.perf_counter() - start
     summary = result.summary()
     click.echo(

@@ -8,10 +8,11 @@ import click
 import torch
 from torch import nn
 
-from intriguing import alexnet, data, records, spectral, zoo
+from intriguing import alexnet, architectures, data, records, spectral, zoo
 from intriguing.checkpoint import load_weights
 from intriguing.commands.options import data_dir_option, on_option, seed_option
 from intriguing.errors import IntriguingError, unknown_name_error
+from intriguing.paper.sections.table5 import layers_markdown, paper_bounds
 
 ALEXNET = "alexnet"
 
@@ -25,7 +26,7 @@ def resolve(model: str, arch: str | None, weights: str | None, on: str, seed: in
     if model == ALEXNET:
         return alexnet.alexnet(weights, seed=seed), alexnet.INPUT_SHAPE
     if model in zoo.names():
-        return zoo.trained(model, on=on, seed=seed, data_dir=data_dir), zoo.INPUT_SHAPE
+        return zoo.trained(model, on=on, seed=seed, data_dir=data_dir).model, architectures.INPUT_SHAPE
     if Path(model).is_file():
         if arch is None:
             raise IntriguingError(f"{model}: a checkpoint needs its architecture: pass --arch NAME "
@@ -34,7 +35,7 @@ def resolve(model: str, arch: str | None, weights: str | None, on: str, seed: in
             return alexnet.alexnet(model), alexnet.INPUT_SHAPE
         if arch not in zoo.names():
             raise unknown_name_error("architecture", arch, [*zoo.names(), ALEXNET])
-        return load_weights(zoo.build(arch), model).eval(), zoo.INPUT_SHAPE
+        return load_weights(zoo.build(arch), model).eval(), architectures.INPUT_SHAPE
     raise unknown_name_error("model", model, [*zoo.names(), ALEXNET])
 
 
@@ -65,7 +66,7 @@ def command(model: str, arch: str | None, weights: str | None, images: int, pair
     """
     network, input_shape = resolve(model, arch, weights, on, seed, data_dir)
     x = pair = None
-    if input_shape == zoo.INPUT_SHAPE and (images or pairs):
+    if input_shape == architectures.INPUT_SHAPE and (images or pairs):
         test_images, test_labels = data.load_mnist("test", data_dir)
         x = test_images[:images] if images else None
         if pairs:
@@ -75,7 +76,13 @@ def command(model: str, arch: str | None, weights: str | None, images: int, pair
                                     progress=True)
     document = records.to_jsonable(table)
     is_alexnet = ALEXNET in (model, arch)
-    click.echo(spectral.layers_markdown(document, spectral.paper_bounds() if is_alexnet else None))
+    click.echo(layers_markdown(document, paper_bounds() if is_alexnet else None))
+    graph = spectral.trace_graph(network, input_shape)
+    if not graph.is_chain:
+        merges = graph.merges()
+        click.echo(f"Not a chain ({merges['sum']} sums of branches, {merges['concat']} concatenations): the "
+                   "'product' is the layers' bounds composed over the graph (sums over residual branches, root "
+                   "sums of squares over concatenated ones).")
     for label, value, count in (("max ||df/dx|| over test images", table.gradient_lower_bound, table.images),
                                 ("max ||f(x')-f(x)||/||x'-x|| over adversarial pairs", table.pair_lower_bound,
                                  table.pairs)):

@@ -6,30 +6,43 @@ import time
 
 import click
 
-from intriguing import reproduce
-from intriguing.commands.options import data_dir_option
+from intriguing import paper, records, runner, zoo
+from intriguing.commands.options import ON_INTERRUPT, data_dir_option
 
 
 @click.command("reproduce")
-@click.option("--preset", type=click.Choice(reproduce.PRESETS), default="default", show_default=True,
+@click.option("--preset", type=click.Choice(runner.PRESETS), default="default", show_default=True,
               help="smoke: tiny, under a minute; default: >= 1,000 attacked examples per model, minutes; "
                    "full: the paper's scale, hours.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=str), default=None,
+@click.option("--out", type=click.Path(path_type=str), default=None,
               help="Output folder (default: runs/<preset>); a rerun resumes what it finds there.")
 @click.option("--only", "only", multiple=True, metavar="SECTION",
               help="Run only this section (and those it needs); repeat or separate with commas, "
                    "e.g. --only table1,table2.")
 @data_dir_option
-@click.option("--cache", type=click.Path(file_okay=False, path_type=str), default=None,
+@click.option("--cache", type=click.Path(path_type=str), default=None,
               help="Checkpoint cache folder (default: $INTRIGUING_CACHE or ~/.cache/intriguing).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show the progress line.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, envvar="INTRIGUING_WORKERS",
+              help="Units of work run at once (env INTRIGUING_WORKERS; default: all local cores when Ray is "
+                   "installed, else 1). "
+                   "More than 1 needs Ray: pip install 'intriguing[ray]'. The numbers do not depend on it.")
+@click.option("--ray-address", default=None, metavar="ADDR",
+              help="Join the Ray cluster at ADDR (printed by 'ray start --head'; 'auto' finds a local one).")
 def command(preset: str, out: str | None, only: tuple[str, ...], data_dir: str | None, cache: str | None,
-            progress: bool) -> None:
+            progress: bool, workers: int | None, ray_address: str | None) -> None:
     """Reproduce the paper's results: results.json, report.md, report.html and figures/ in the output folder."""
     start = time.perf_counter()
+    folder = out if out is not None else paper.default_out(preset)
+    # The cache is first written after the first model trains, possibly minutes in: check it now.
+    records.check_writable(zoo.cache_dir(cache), "checkpoint cache")
+    click.get_current_context().meta[ON_INTERRUPT] = (
+        f"every file stored in {folder}/ is whole (sections are written atomically); "
+        "rerun the same command to resume from the finished sections"
+    )
     sections = [key.strip() for item in only for key in item.split(",") if key.strip()]
-    document = reproduce.run(preset, out, only=sections or None, data_dir=data_dir, cache=cache, progress=progress)
-    folder = out if out is not None else reproduce.default_out(preset)
+    document = paper.reproduce(preset, out, only=sections or None, data_dir=data_dir, cache=cache, progress=progress,
+                               workers=workers, ray_address=ray_address)
     held = sum(claim["holds"] is True for claim in document["claims"])
     click.echo(
         f"{len(document['sections'])} sections in {folder}/ (report.html, report.md, results.json); "

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from intriguing import training
+from intriguing import zoo
 from intriguing.commands.options import data_dir_option, on_option, seed_option
 
 
@@ -22,7 +22,7 @@ def command(name: str, on: str, seed: int, data_dir: str | None) -> None:
     print(intriguing.zoo.names())"`).
     """
     start = time.perf_counter()
-    _, result = training.trained_with_result(name, on=on, seed=seed, data_dir=data_dir)
+    result = zoo.trained(name, on=on, seed=seed, data_dir=data_dir).record
     click.echo(
         f"{name} on {on} (seed {seed}): train error {100 * result.train_error:.2f}%, "
         f"test error {100 * result.test_error:.2f}% [{time.perf_counter() - start:.1f}s; "

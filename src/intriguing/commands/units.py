@@ -6,9 +6,51 @@ import time
 from pathlib import Path
 
 import click
+import torch
+from torch import nn
 
-from intriguing import data, units, zoo
+from intriguing import data, records, units, zoo
 from intriguing.commands.options import data_dir_option, seed_option
+from intriguing.report.figures.units import save_grid, save_purity_distributions
+
+
+def write_study(model: nn.Module, layer: str, images: torch.Tensor, labels: torch.Tensor, out: str | Path, *,
+                model_name: str = "model", k: int = 8, directions: int = 200, seed: int = 0,
+                resamples: int = 2000) -> units.UnitStudy:
+    """:func:`intriguing.units.study_model`, written into ``out``: ``units.json`` (config, study and
+    per-direction metrics) and the figures ``grid.png`` (like the paper's Figs 1-2) and ``purity.png``."""
+    analysis, study = units.study_model(model, layer, images, labels, model_name=model_name, k=k,
+                                        directions=directions, seed=seed, resamples=resamples)
+    out = Path(out)
+    grid = save_grid(out / "grid.png", images, labels, analysis, title=f"{model_name} / {layer}")
+    distributions = save_purity_distributions(out / "purity.png", [study])
+    records.write_json(out / "units.json", {
+        "config": {"model": model_name, "layer": layer, "k": k, "directions": directions, "seed": seed,
+                   "resamples": resamples, "images": len(images)},
+        "study": study,
+        "analysis": analysis,
+        "figures": [grid.name, distributions.name],
+        "environment": records.environment(),
+    })
+    return study
+
+
+def format_study(study: units.UnitStudy) -> list[str]:
+    """A few lines for a terminal: the units' means, then units versus each family on purity."""
+    found = study.families[0]
+    lines = [
+        f"{study.model} / {study.layer} ({study.variant}, seeds {study.seeds}, k={study.k}): "
+        f"{found.directions} units ({found.constant} constant, left out), "
+        f"2x{study.directions} directions per law",
+        "  units: " + ", ".join(f"{m} {found.means[m]:.3f}" for m in units.METRICS),
+    ]
+    for c in study.comparisons:
+        if c.metric == "purity":
+            lines.append(
+                f"  vs {c.family:<13} purity {c.family_mean:.3f}: difference {c.difference:+.3f} "
+                f"[{c.ci_low:+.3f}, {c.ci_high:+.3f}], p={c.p_value:.4f} -> {c.verdict}"
+            )
+    return lines
 
 
 @click.command("units")
@@ -31,12 +73,11 @@ def command(model: str, layer: str, k: int, directions: int, seed: int, out: Pat
     """
     start = time.perf_counter()
     units.find_layer(zoo.build(model), layer)  # a wrong layer name fails now, not after training
-    network = zoo.trained(model, seed=seed, data_dir=data_dir)
+    network = zoo.trained(model, seed=seed, data_dir=data_dir).model
     images, labels = data.load_mnist("test", data_dir)
     out = out or Path("runs") / "units" / f"{units.slug(model, layer)}-s{seed}"
-    study = units.study_model(network, layer, images, labels, out, model_name=model, k=k,
-                              directions=directions, seed=seed)
-    for line in units.format_study(study):
+    study = write_study(network, layer, images, labels, out, model_name=model, k=k, directions=directions, seed=seed)
+    for line in format_study(study):
         click.echo(line)
     click.echo(f"wrote {out / 'units.json'}, {out / 'grid.png'}, {out / 'purity.png'} "
                f"[{time.perf_counter() - start:.1f}s]")

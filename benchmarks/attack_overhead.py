@@ -1,0 +1,118 @@
+"""How much the L-BFGS attack spends beyond its model evaluations (issue 14), in one run.
+
+On FC100-100-10, one torch thread, subnormal floats flushed, the first ``--n`` (1,000) test images:
+
+(a) a plain evaluation: forward plus the input gradient by autograd, batch 512, timed per example;
+(b) the attack (``LBFGS()``, seeded random targets): its time divided by the evaluations it spent
+    (``result.evaluations``, summed over the examples), i.e. per example-evaluation.
+
+Times are process CPU times (steadier than wall-clock on a shared machine; one thread, so equal on
+a quiet one): (a) is the median of many short passes, (b) the best of ``--repeat`` attacks.
+
+It prints both and their ratio: the attack's bookkeeping (line search, ``c`` search, memory,
+projections) is the ratio minus one. The goal is a ratio of at most 3.
+
+Usage: ``python benchmarks/attack_overhead.py [--n 1000] [--standin] [--repeat 2]``. The model is
+the zoo's trained FC100-100-10 (trained and cached on first use); ``--standin`` (or a zoo that
+cannot deliver it) trains a quick 784-100-100-10 sigmoid network with the same weight decay on
+test images the benchmark does not attack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from intriguing import data
+from intriguing.attacks import LBFGS
+
+
+def zoo_model() -> nn.Module:
+    from intriguing import zoo
+
+    found = zoo.trained("FC100-100-10")
+    return getattr(found, "model", found).eval()
+
+
+def standin_model(x: torch.Tensor, y: torch.Tensor, epochs: int = 8) -> nn.Module:
+    """A sigmoid 784-100-100-10 with FC100-100-10's weight decay (1e-5, 1e-5, 1e-6), trained by Adam."""
+    gen = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 100), nn.Sigmoid(), nn.Linear(100, 100), nn.Sigmoid(),
+                              nn.Linear(100, 10))
+    decay = {1: 1e-5, 3: 1e-5, 5: 1e-6}
+    groups = [{"params": model[i].parameters(), "weight_decay": lam} for i, lam in decay.items()]
+    optimiser = torch.optim.Adam(groups, lr=3e-3)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for batch in order.split(100):
+            loss = F.cross_entropy(model(x[batch]), y[batch])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return model.eval()
+
+
+def plain_seconds_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeat: int) -> float:
+    """Forward plus input gradient, batch 512: the median CPU time of ``10 * repeat`` passes over ``x``."""
+    times = []
+    for i in range(10 * repeat + 1):  # the first pass warms up
+        start = time.process_time()
+        for batch in torch.arange(len(x)).split(512):
+            point = x[batch].requires_grad_(True)
+            loss = F.cross_entropy(model(point), y[batch], reduction="sum")
+            torch.autograd.grad(loss, point)
+        if i:
+            times.append(time.process_time() - start)
+    return sorted(times)[len(times) // 2] / len(x)
+
+
+def attack_seconds_per_evaluation(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
+                                  repeat: int) -> tuple[float, float, float]:
+    """The attack's CPU seconds per example-evaluation (best of ``repeat``), mean evaluations, median distortion."""
+    LBFGS()(model, x[:64], target=targets[:64])  # warm-up
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.process_time()
+        result = LBFGS()(model, x, target=targets)
+        best = min(best, time.process_time() - start)
+    evaluations = int(result.evaluations.sum())
+    return best / evaluations, evaluations / len(x), float(result.distortion.nanmedian())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--standin", action="store_true", help="train a quick stand-in instead of the zoo model")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    images, labels = data.load_mnist("test")
+    x, y = images[: args.n], labels[: args.n]
+    model, name = None, "FC100-100-10 (zoo)"
+    if not args.standin:
+        try:
+            model = zoo_model()
+        except Exception as error:  # the zoo's API may be changing; the benchmark must still run
+            print(f"zoo model unavailable ({type(error).__name__}: {error}); using a stand-in")
+    if model is None:
+        model, name = standin_model(images[args.n :], labels[args.n :]), "stand-in 784-100-100-10 sigmoid"
+    model.requires_grad_(False)
+    targets = (y + torch.randint(1, 10, y.shape, generator=torch.Generator().manual_seed(0))) % 10  # random_targets
+    plain = plain_seconds_per_example(model, x, y, args.repeat)
+    per_eval, mean_evals, median = attack_seconds_per_evaluation(model, x, targets, args.repeat)
+    print(f"model: {name}; {len(x)} test examples, 1 thread, subnormals flushed, CPU times")
+    print(f"(a) plain evaluation (forward + input gradient, batch 512): {1e6 * plain:8.1f} us per example")
+    print(f"(b) attack LBFGS(): {mean_evals:.1f} evaluations per example, median distortion {median:.5f}, "
+          f"{1e6 * per_eval:8.1f} us per evaluation")
+    print(f"ratio (b) / (a): {per_eval / plain:.1f}  (goal <= 3)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One module per section of the reproduction report: settings per preset, run, render and claims."""

@@ -1,0 +1,111 @@
+"""Run an ordered list of sections: resume what is stored, compute the rest, write ``results.json``.
+
+The runner is generic: it knows sections (:mod:`intriguing.runner.section`), not the paper. Each
+finished section is saved atomically to ``OUT/sections/<key>.json`` with a hash of its settings,
+data and code (:mod:`intriguing.runner.storage`), so a run killed at any moment and started again
+skips what is done and produces identical numbers (every section is seeded; trained models come
+from the checkpoint cache; long sections keep their own intermediate files in ``ctx.artifacts``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from intriguing import records
+from intriguing.records import check_writable
+from intriguing.errors import IntriguingError, unknown_name_error
+from intriguing.runner.progress import Display
+from intriguing.runner.section import PRESETS, Claim, Context, Section, preset_settings
+from intriguing.runner.storage import config_hash, stored, store
+
+__all__ = ["PRESETS", "Claim", "Context", "Section", "preset_settings", "run", "check_writable", "config_hash"]
+
+
+def run(sections: Sequence[Section], ctx: Context, *, only: list[str] | None = None,
+        threads: int | None = None) -> tuple[dict[str, Any], list[Section]]:
+    """Compute the chosen sections not stored yet; return ``results.json``'s document and the shown sections.
+
+    ``only`` restricts the run to some sections (and the sections they need); the document still
+    includes every other section already stored in ``ctx.out`` with the current configuration.
+    """
+    if ctx.preset not in PRESETS:
+        raise IntriguingError(f"unknown preset {ctx.preset!r}: choose one of {', '.join(PRESETS)}")
+    check_writable(ctx.out, "output folder")
+    chosen = _with_needs(list(sections), only) if only else list(sections)
+    found = {s.key: stored(ctx, s) for s in sections}
+    with _torch_threads(threads):
+        start = time.perf_counter()
+        _compute_missing(ctx, chosen, found)
+        shown = [s for s in sections if found[s.key] is not None]
+        document = _document(ctx, shown, found, time.perf_counter() - start)
+    records.write_json(ctx.out / "results.json", document)
+    return document, shown
+
+
+def _with_needs(chosen: list[Section], only: list[str]) -> list[Section]:
+    known = {s.key for s in chosen}
+    for key in only:
+        if key not in known:
+            raise unknown_name_error("section", key, known)
+    wanted = set(only)
+    for s in reversed(chosen):
+        if s.key in wanted:
+            wanted.update(s.needs)
+    return [s for s in chosen if s.key in wanted]
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(count)`` inside the block, the previous setting restored after."""
+    if count is None:
+        yield
+        return
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise IntriguingError(f"threads: expected a whole number >= 1, got {count!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _compute_missing(ctx: Context, chosen: list[Section], found: dict[str, Any]) -> None:
+    """Compute the chosen sections not in ``found`` (in order, under one progress line) and add them."""
+    estimates = {s.key: s.estimate(ctx.preset) for s in chosen if found[s.key] is None}
+    display = Display(list(estimates.values()), ctx.progress)
+    ctx = dataclasses.replace(ctx, on_stage=display.stage)
+    results: dict[str, Any] = {}
+    try:
+        for section in chosen:
+            if found[section.key] is None:
+                display.begin(section.title, estimates[section.key])
+                begin = time.perf_counter()
+                outcome = section.run(ctx, section.chosen(ctx.preset), results)
+                found[section.key] = store(ctx, section, outcome, time.perf_counter() - begin)
+                display.end()
+            results[section.key] = found[section.key]["result"]
+    finally:
+        display.close()
+
+
+def _document(ctx: Context, shown: list[Section], found: dict[str, Any], wall: float) -> dict[str, Any]:
+    """``results.json``: each section's result under its key, plus what is needed to trust it."""
+    claims = [claim for s in shown for claim in s.judge(found[s.key]["result"], ctx)]
+    return {
+        "preset": ctx.preset,
+        **{s.key: found[s.key]["result"] for s in shown},
+        "claims": records.to_jsonable(claims),
+        "sections": {s.key: {"title": s.title, "settings": found[s.key].get("settings"),
+                             "config_hash": found[s.key]["config_hash"]} for s in shown},
+        "timings_seconds": {s.key: found[s.key].get("seconds") for s in shown},
+        "wall_seconds_this_run": wall,
+        "environment": records.environment(),
+    }

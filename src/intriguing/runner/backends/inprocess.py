@@ -1,0 +1,41 @@
+"""The in-process backend: units run one after the other in this process (no Ray needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from intriguing.runner.backends.base import OnResult, worker_setup
+
+
+class InProcess:
+    """One worker: this process. Each unit runs under :func:`worker_setup` with ``threads`` torch
+    threads, like a Ray worker, and the caller's thread count is restored afterwards, so a unit's
+    numbers are the same here as on a cluster."""
+
+    workers = 1
+
+    def __init__(self, threads: int = 1):
+        self.threads = threads
+
+    def map(self, function: Callable[[Any], Any], specs: Sequence[Any], *,
+            on_result: OnResult | None = None) -> list[Any]:
+        before = torch.get_num_threads()
+        results = []
+        try:
+            worker_setup(self.threads)
+            for i, spec in enumerate(specs):
+                results.append(function(spec))
+                if on_result is not None:
+                    on_result(i, results[-1])
+        finally:
+            torch.set_num_threads(before)
+        return results
+
+    def close(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"InProcess(threads={self.threads})"

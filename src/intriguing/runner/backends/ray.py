@@ -1,0 +1,99 @@
+"""The Ray backend: units run as Ray tasks, on local worker processes or on a cluster's nodes.
+
+Plain tasks suit our units: each is a few seconds to minutes of work on a spec of a few hundred
+bytes, and rebuilding its model from the checkpoint cache costs milliseconds, so actor pools
+would add state without saving time. A task whose worker process dies (killed, out of memory, a
+lost node) is run again by Ray (``MAX_RETRIES``); an exception raised by the unit itself is not
+retried (it would fail again) and reaches the caller as the unit's own exception type.
+
+Results come back through Ray's object store; the caller stores them under the run folder on
+this machine, so only the checkpoint cache benefits from storage every node sees.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ray
+import torch
+
+from intriguing.errors import IntriguingError
+from intriguing.runner.backends.base import OnResult, local_cores, worker_setup
+
+# Tries of a unit after its worker died (a system failure, not an exception of the unit).
+MAX_RETRIES = 3
+# Units in flight per worker: enough to keep every worker busy, few enough that results waiting
+# in the object store stay bounded (a worker holds one unit's data at a time).
+IN_FLIGHT_PER_WORKER = 2
+
+
+def _run_unit(function: Callable[[Any], Any], spec: Any, threads: int) -> Any:
+    """One unit on a worker: the same torch settings as in-process, then ``function(spec)``."""
+    worker_setup(threads)
+    return function(spec)
+
+
+class RayBackend:
+    """Units as Ray tasks of one CPU each.
+
+    Without ``address`` a local Ray instance with ``workers`` CPUs (default: all local cores) is
+    started and shut down by :meth:`close`; with an address (``"auto"``, or ``HOST:PORT`` of
+    ``ray start --head``) the cluster is joined and left as it was. When Ray is already initialised
+    in this process (e.g. by a test or a notebook), that instance is used as it is.
+    """
+
+    def __init__(self, workers: int | None = None, address: str | None = None, *, threads: int = 1,
+                 object_store_memory: int | None = None):
+        self.threads = threads
+        self._owned = not ray.is_initialized()
+        if self._owned:
+            self._start(workers, address, object_store_memory)
+        available = int(ray.cluster_resources().get("CPU", 1))
+        self.workers = min(workers, available) if workers else available
+        self._task = ray.remote(_run_unit).options(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)
+        # This process evaluates what the workers return: flush subnormals here too, as in-process does.
+        torch.set_flush_denormal(True)
+
+    @staticmethod
+    def _start(workers: int | None, address: str | None, object_store_memory: int | None) -> None:
+        options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
+        if address is None:
+            options.update(num_cpus=workers or local_cores(), object_store_memory=object_store_memory)
+        try:
+            ray.init(address=address, **options)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            raise IntriguingError(f"cannot start or join {where}: {e}") from None
+
+    def map(self, function: Callable[[Any], Any], specs: Sequence[Any], *,
+            on_result: OnResult | None = None) -> list[Any]:
+        """Run every unit, at most ``IN_FLIGHT_PER_WORKER * workers`` at a time; results in spec order."""
+        results: list[Any] = [None] * len(specs)
+        waiting = list(enumerate(specs))[::-1]  # popped from the end: submitted in order
+        running: dict[Any, int] = {}
+        try:
+            while waiting or running:
+                while waiting and len(running) < IN_FLIGHT_PER_WORKER * self.workers:
+                    i, spec = waiting.pop()
+                    running[self._task.remote(function, spec, self.threads)] = i
+                done, _ = ray.wait(list(running), num_returns=1)
+                i = running.pop(done[0])
+                results[i] = ray.get(done[0])
+                if on_result is not None:
+                    on_result(i, results[i])
+        finally:
+            for ref in running:  # an error or Ctrl-C: no orphan work left on the cluster
+                ray.cancel(ref, force=True)
+        return results
+
+    def close(self) -> None:
+        """Shut down the Ray instance this backend started (a joined cluster keeps running)."""
+        if self._owned and ray.is_initialized():
+            ray.shutdown()
+            self._owned = False
+
+    def __repr__(self) -> str:
+        return f"RayBackend(workers={self.workers}, threads={self.threads})"
+

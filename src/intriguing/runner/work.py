@@ -1,0 +1,259 @@
+"""Units of work: small frozen specs that any worker turns into a result, with no live model passed.
+
+A unit is a module-level function of one spec (a few hundred bytes: names, seeds, index ranges,
+an attack's hyper-parameters). The worker rebuilds the rest itself - the data from the data
+folder, the model from the checkpoint cache (training it there when it is missing) - so the
+same spec gives the same bytes in this process or on any node of a cluster (with one torch thread
+and subnormals flushed, see :func:`intriguing.runner.backends.worker_setup`). The units:
+
+- :func:`train_model`: one zoo model -> its checkpoint (Tables 1-4, Sec. 3);
+- :func:`attack_shard`: one fixed range of the attacked examples against one model -> its
+  :class:`~intriguing.transfer.AdversarialSet` (Tables 1-4, Sec. 4.2); :func:`attack_stored`
+  runs many of them, storing each shard atomically and skipping those already stored;
+- :func:`units_seed`: one model and seed of the units study (Sec. 3);
+- :func:`adv_train_run`: one variant and seed of the adversarial-training study (Sec. 4.1).
+
+Shards have a fixed size chosen by the data (:data:`SHARD_SIZE`), never by the number of workers:
+a batched attack's floats depend on the batch it ran in (BLAS blocking), so the same shards
+everywhere are what makes results independent of the backend.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from intriguing import data, records, transfer, zoo
+from intriguing.architectures import NUM_CLASSES
+from intriguing.attacks import LBFGS, LBFGSConfig
+from intriguing.errors import IntriguingError
+from intriguing.runner.backends import Backend
+from intriguing.seeding import example_indices, random_targets
+from intriguing.transfer import AdversarialSet
+
+SHARD_SIZE = 250  # examples per attack unit: the batch the attack runs on, whatever the workers
+
+
+# --- training one model -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainModel:
+    """One zoo model as :func:`intriguing.zoo.trained` names it; ``cache`` resolved to a path.
+
+    ``overrides`` is a sorted tuple of (recipe field, value) pairs, so the spec is hashable.
+    """
+
+    name: str
+    on: str = "train"
+    seed: int = 0
+    limit: int | None = None
+    overrides: tuple[tuple[str, Any], ...] = ()
+    data_dir: str | None = None
+    cache: str | None = None
+
+    @classmethod
+    def of(cls, name: str, *, on: str = "train", seed: int = 0, limit: int | None = None,
+           overrides: dict[str, Any] | None = None, data_dir: str | None = None,
+           cache: str | None = None) -> TrainModel:
+        """A spec whose cache is this process's (resolved now: a worker's environment may differ)."""
+        return cls(name, on, seed, limit, tuple(sorted((overrides or {}).items())), data_dir,
+                   str(zoo.cache_dir(cache).resolve()))
+
+    def load(self) -> zoo.TrainedModel:
+        """The trained model (from the cache, or trained and stored there), without a progress bar."""
+        return zoo.trained(self.name, on=self.on, seed=self.seed, limit=self.limit,
+                           overrides=dict(self.overrides) or None, data_dir=self.data_dir, cache=self.cache,
+                           progress=False)
+
+    def checkpoint(self) -> Path:
+        config = zoo.TrainConfig(self.name, self.on, self.seed, self.limit, self.overrides)
+        return zoo.checkpoint_path(config, self.data_dir, self.cache)
+
+
+def train_model(spec: TrainModel) -> bytes:
+    """Unit: train (or find) one model; its checkpoint file's bytes come back to the caller, so the
+    caller's cache has it even when the worker's node does not share it."""
+    spec.load()
+    return spec.checkpoint().read_bytes()
+
+
+def trained(backend: Backend, specs: Sequence[TrainModel],
+            on_done: Callable[[int], None] | None = None) -> list[zoo.TrainedModel]:
+    """Train the models of ``specs`` on the backend (in parallel), then load them here.
+
+    ``on_done(count)`` is told how many models are ready so far (for the progress line).
+    """
+    missing = [i for i, spec in enumerate(specs) if not spec.checkpoint().is_file()]
+    done = len(specs) - len(missing)
+
+    def keep(i: int, weights: bytes) -> None:
+        nonlocal done
+        path = specs[i].checkpoint()
+        if not path.is_file():  # a worker on another node: store its checkpoint in this cache
+            records.write_bytes(path, weights)
+        done += 1
+        if on_done is not None:
+            on_done(done)
+
+    backend.map(train_model, [specs[i] for i in missing], on_result=lambda j, weights: keep(missing[j], weights))
+    return [spec.load() for spec in specs]
+
+
+# --- attacking one shard of examples ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttackShard:
+    """Examples ``start:stop`` of the seeded choice of ``examples`` from ``split``, attacked towards
+    their seeded random targets (:func:`intriguing.seeding.random_targets`) on ``model``."""
+
+    model: TrainModel
+    split: str
+    examples: int | None
+    seed: int
+    start: int
+    stop: int
+    attack: LBFGSConfig
+
+
+def shard_ranges(n: int, size: int = SHARD_SIZE) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each shard of ``n`` examples: fixed by ``n`` and ``size`` only."""
+    if size < 1:
+        raise IntriguingError(f"shard size: expected a positive number of examples, got {size}")
+    return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+
+def chosen_examples(split: str, examples: int | None, seed: int,
+                    data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The attacked examples: images, labels and targets of the seeded choice from ``split``."""
+    images, labels, index, targets = _choice(split, examples, seed, data_dir)
+    return images[index], labels[index], targets
+
+
+def _choice(split: str, examples: int | None, seed: int, data_dir: str | None):
+    """The split's images and labels, the seeded choice's indices into them and its targets."""
+    images, labels = data.load_mnist(split, data_dir)
+    index = example_indices(len(images), examples, seed)
+    return images, labels, index, random_targets(labels[index], NUM_CLASSES, seed=seed)
+
+
+def attack_shard(spec: AttackShard) -> AdversarialSet:
+    """Unit: one shard's adversarial set. The worker keeps this shard's images only; the targets
+    are drawn for the whole choice first, so a shard's targets do not depend on the shard size."""
+    images, _, index, targets = _choice(spec.split, spec.examples, spec.seed, spec.model.data_dir)
+    x, targets = images[index[spec.start : spec.stop]], targets[spec.start : spec.stop].clone()
+    del images  # the split's float copy; only the shard is kept while attacking
+    model = spec.model.load().model
+    return transfer.attack_model(model, x, targets, attack=LBFGS(spec.attack), batch_size=len(x))
+
+
+def load_shard(path: Path, n: int) -> AdversarialSet | None:
+    """The stored adversarial set of ``n`` examples at ``path``; None when absent, or damaged or of
+    another length (reported with a warning: it is recomputed, never trusted and never fatal)."""
+    if not path.is_file():
+        return None
+    try:
+        found = AdversarialSet.load(path)
+    except IntriguingError as e:
+        warnings.warn(f"{e}; recomputing the attack", stacklevel=3)
+        return None
+    if len(found) != n:
+        warnings.warn(f"{path}: holds {len(found)} examples, expected {n}; recomputing the attack", stacklevel=3)
+        return None
+    return found
+
+
+def attack_stored(backend: Backend, specs: Sequence[AttackShard], paths: Sequence[Path],
+                  on_done: Callable[[int], None] | None = None,
+                  metadata: dict[str, str] | None = None) -> list[AdversarialSet]:
+    """Every shard's adversarial set: stored ones read back, the others computed on the backend and
+    each written atomically to its path as it arrives, so a killed run redoes only the shards in
+    flight. ``on_done(count)`` is told how many shards are finished (stored ones included)."""
+    found = [load_shard(path, spec.stop - spec.start) for spec, path in zip(specs, paths)]
+    missing = [i for i, shard in enumerate(found) if shard is None]
+    done = len(specs) - len(missing)
+
+    def keep(j: int, shard: AdversarialSet) -> None:
+        nonlocal done
+        found[missing[j]] = shard
+        shard.save(paths[missing[j]], metadata=metadata)
+        done += 1
+        if on_done is not None:
+            on_done(done)
+
+    backend.map(attack_shard, [specs[i] for i in missing], on_result=keep)
+    return found
+
+
+def joined(shards: Sequence[AdversarialSet]) -> AdversarialSet:
+    """One adversarial set from consecutive shards of the same model and attack."""
+    return AdversarialSet(**{name: torch.cat([getattr(s, name) for s in shards])
+                             for name in ("adversarial", "target", "success", "distortion")},
+                          config=dict(shards[0].config))
+
+
+# --- one seed of the units study (Sec. 3) -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnitsSeed:
+    """The chosen ``layers`` of one trained model (and of its untrained initialisation) under its
+    seed, analysed on the first ``images`` test images (:func:`intriguing.units.analyse`)."""
+
+    model: TrainModel
+    layers: tuple[str, ...]
+    images: int | None
+    k: int
+    directions: int
+
+
+def units_seed(spec: UnitsSeed) -> list[tuple[str, str, Any]]:
+    """Unit: ``(layer, variant, LayerAnalysis)`` for variant "trained" then "untrained", layers in order."""
+    from intriguing.units import analyse
+
+    images, labels = data.load_mnist("test", spec.model.data_dir)
+    images, labels = images[: spec.images], labels[: spec.images]
+    name, seed = spec.model.name, spec.model.seed
+    models = (("trained", spec.model.load().model), ("untrained", zoo.build(name, seed=seed).eval()))
+    return [(layer, variant, analyse(model, layer, images, labels, seed=seed, k=spec.k, directions=spec.directions))
+            for variant, model in models for layer in spec.layers]
+
+
+# --- one seed of the adversarial-training study (Sec. 4.1) --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AdvTrainRun:
+    """One variant of an adversarial-training study (:class:`intriguing.advtrain.AdvTrainStudyConfig`)
+    trained with one seed, as :func:`intriguing.advtrain.run_experiment` runs it."""
+
+    study: Any  # AdvTrainStudyConfig (frozen)
+    variant: str
+    seed: int
+    data_dir: str | None = None
+
+
+def adv_train_run(spec: AdvTrainRun) -> Any:
+    """Unit: the :class:`~intriguing.advtrain.study.RunResult` of one variant and seed."""
+    from intriguing.advtrain.study import train_and_evaluate
+
+    study = spec.study
+    images, labels = data.load_mnist("train", spec.data_dir)
+    test = data.load_mnist("test", spec.data_dir)
+    evaluation = test[0][: study.eval_examples], test[1][: study.eval_examples]
+    return train_and_evaluate(study.model, spec.variant, study.variants()[spec.variant], study.train_recipe(),
+                              spec.seed, (images[: study.limit], labels[: study.limit]), test, evaluation,
+                              eval_target=study.eval_target, eval_attack=LBFGS(study.eval_attack), progress=False)
+
+
+__all__ = [
+    "SHARD_SIZE", "AdvTrainRun", "AttackShard", "TrainModel", "UnitsSeed", "adv_train_run", "attack_shard",
+    "attack_stored", "chosen_examples", "joined", "load_shard", "shard_ranges", "train_model", "trained",
+    "units_seed",
+]

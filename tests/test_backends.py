@@ -1,0 +1,197 @@
+"""Units of work and their backends: same numbers in-process and on Ray workers, stored shards
+reused, a killed worker's unit run again with the same result.
+
+The Ray tests start one local Ray instance of 2 CPUs for the module (about 15 s) and are skipped
+when Ray is not installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from intriguing import records
+from intriguing.attacks import LBFGSConfig
+from intriguing.errors import IntriguingError
+from intriguing.paper.sections import table1, table2, table3, table4
+from intriguing.paper.sections import units as units_section
+from intriguing.paper.sections._transfer import TransferSettings
+from intriguing.runner import Context, backends, work
+from intriguing.runner.backends.inprocess import InProcess
+
+TINY = TransferSettings(examples=12, limit=300, overrides={"epochs": 1, "batch_size": 32, "pretrain_epochs": 1},
+                        error_examples=300, attack=LBFGSConfig.paper(max_solves=4, max_iter=30), shard_size=5)
+TINY_UNITS = units_section.StudySettings(layers=(("FC100-100-10", "h1"),), seeds=(0, 1), directions=8,
+                                         resamples=100, images=300, train_limit=300, train_overrides={"epochs": 1})
+TABLES = (table1, table2, table3, table4)
+
+
+def shard_specs(cache: Path, examples: int = 12, size: int = 5) -> list[work.AttackShard]:
+    model = work.TrainModel.of("FC10(1e-4)", limit=300, overrides={"epochs": 1}, cache=str(cache))
+    attack = LBFGSConfig.paper(max_solves=4, max_iter=30)
+    return [work.AttackShard(model, "test", examples, 3, start, stop, attack)
+            for start, stop in work.shard_ranges(examples, size)]
+
+
+def same_sets(a: list, b: list) -> bool:
+    """Bitwise the same adversarial sets (NaN distortions of failed attacks equal)."""
+    def plain(t: torch.Tensor) -> torch.Tensor:
+        return t.nan_to_num(-1.0) if t.is_floating_point() else t
+
+    return all(torch.equal(plain(getattr(x, name)), plain(getattr(y, name)))
+               for x, y in zip(a, b, strict=True) for name in ("adversarial", "target", "success", "distortion"))
+
+
+def tables(ctx: Context) -> str:
+    """Tables 1-4 and the units study computed on ``ctx.backend``, as the JSON a run stores."""
+    results = {module.KEY: module.SECTION.run(ctx, TINY, {}) for module in TABLES}
+    results["units"] = units_section.SECTION.run(ctx, TINY_UNITS, {})
+    return json.dumps(records.to_jsonable(results), sort_keys=True)
+
+
+# --- without Ray --------------------------------------------------------------------------------------------
+
+
+def test_shards_are_fixed_by_the_data_not_the_workers():
+    assert work.shard_ranges(12, 5) == [(0, 5), (5, 10), (10, 12)]
+    assert work.shard_ranges(1000) == [(0, 250), (250, 500), (500, 750), (750, 1000)]
+    with pytest.raises(IntriguingError, match="shard size"):
+        work.shard_ranges(10, 0)
+
+
+def test_in_process_map_keeps_order_reports_each_result_and_restores_threads():
+    seen = []
+    torch.set_num_threads(2)
+    try:
+        results = InProcess(threads=1).map(lambda v: (v * v, torch.get_num_threads()), [3, 1, 2],
+                                           on_result=lambda i, r: seen.append(i))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    assert results == [(9, 1), (1, 1), (4, 1)] and seen == [0, 1, 2]
+
+
+def test_one_worker_runs_in_process_and_bad_worker_counts_are_refused(monkeypatch):
+    assert isinstance(backends.create(1), InProcess)
+    for bad in (0, -2, 1.5, True):
+        with pytest.raises(IntriguingError, match="workers"):
+            backends.create(bad)
+    monkeypatch.setenv(backends.WORKERS_ENV, "3")
+    assert backends.default_workers() == 3
+    monkeypatch.setenv(backends.WORKERS_ENV, "many")
+    with pytest.raises(IntriguingError, match=backends.WORKERS_ENV):
+        backends.default_workers()
+    monkeypatch.delenv(backends.WORKERS_ENV)
+    monkeypatch.setattr(backends, "ray_installed", lambda: False)
+    assert backends.default_workers() == 1
+    with pytest.raises(IntriguingError, match=r"intriguing\[ray\]"):
+        backends.create(2)
+
+
+def test_a_context_runs_its_units_in_process_by_default(tmp_path):
+    assert isinstance(Context(preset="smoke", out=tmp_path).backend, InProcess)
+
+
+def test_stored_shards_are_skipped_and_a_damaged_one_is_recomputed(tmp_path, isolated_cache):
+    specs = shard_specs(isolated_cache)
+    paths = [tmp_path / f"{s.start}.safetensors" for s in specs]
+    first = work.attack_stored(InProcess(), specs, paths)
+    assert all(p.is_file() for p in paths)
+    counted = []
+    again = work.attack_stored(InProcess(), specs, paths, on_done=counted.append)
+    assert same_sets(first, again) and counted == []  # nothing recomputed
+    paths[1].write_bytes(paths[1].read_bytes()[:-50])  # a disk that filled up
+    with pytest.warns(UserWarning, match="recomputing the attack"):
+        repaired = work.attack_stored(InProcess(), specs, paths, on_done=counted.append)
+    assert counted == [3] and same_sets(first, repaired)
+    joined = work.joined(first)
+    assert len(joined) == 12 and joined.config == first[0].config
+
+
+def test_an_adversarial_training_unit_is_one_run_of_the_study():
+    from intriguing.advtrain import AdvTrainConfig, AdvTrainStudyConfig, run_experiment
+
+    study = AdvTrainStudyConfig(seeds=(1,), layers=("h1",), baselines=False, limit=200, eval_examples=4,
+                                recipe={"epochs": 2, "lr": 1e-2, "batch_size": 64},
+                                eval_attack=LBFGSConfig.paper(max_solves=3, max_iter=20),
+                                training=AdvTrainConfig(warmup_epochs=1, pool_size=16, refresh_every=2))
+    whole = run_experiment(study, progress=False).runs
+    units = InProcess().map(work.adv_train_run, [work.AdvTrainRun(study, r.variant, r.seed) for r in whole])
+    ignore = {"seconds", "attack_seconds"}
+    assert [{k: v for k, v in records.to_jsonable(r).items() if k not in ignore} for r in units] == \
+        [{k: v for k, v in records.to_jsonable(r).items() if k not in ignore} for r in whole]
+
+
+# --- on a local Ray instance --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ray_workers():
+    """A local Ray instance with 2 worker CPUs for this module; this test module's helpers travel by value."""
+    ray = pytest.importorskip("ray")
+    from intriguing.runner.backends.ray import RayBackend
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 2**20, logging_level=logging.WARNING)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        yield RayBackend(workers=2)
+    finally:
+        ray.shutdown()
+
+
+def test_ray_and_in_process_give_bitwise_identical_tables_and_units(tmp_path, ray_workers):
+    here = tables(Context(preset="smoke", out=tmp_path / "a", cache=str(tmp_path / "cache-a"), progress=False))
+    there = tables(Context(preset="smoke", out=tmp_path / "b", cache=str(tmp_path / "cache-b"), progress=False,
+                           backend=ray_workers))
+    assert here == there
+    artifacts = tmp_path / "b" / "artifacts"
+    assert len(list(artifacts.glob("adversarial-*.safetensors"))) == 9  # 3 shards each, joined
+    assert not list((artifacts / "shards").rglob("*.safetensors"))
+
+
+def killed_once(spec: work.AttackShard, folder: str) -> object:
+    """The first try of shard 0 writes its worker's pid and waits to be killed; every other try attacks."""
+    if spec.start == 0:
+        try:
+            claim = os.open(Path(folder) / "claimed", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            pass
+        else:
+            os.close(claim)
+            records.write_bytes(Path(folder) / "pid", str(os.getpid()).encode())
+            time.sleep(300)
+    return work.attack_shard(spec)
+
+
+def kill_when_written(pid_file: Path, killed: list[int]) -> None:
+    for _ in range(1200):
+        if pid_file.is_file():
+            killed.append(int(pid_file.read_text()))
+            os.kill(killed[0], signal.SIGKILL)
+            return
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_attack_is_replaced_and_the_numbers_do_not_change(tmp_path, isolated_cache,
+                                                                              ray_workers):
+    specs = shard_specs(isolated_cache, examples=15)
+    uninterrupted = InProcess().map(work.attack_shard, specs)
+    killed: list[int] = []
+    killer = threading.Thread(target=kill_when_written, args=(tmp_path / "pid", killed))
+    killer.start()
+    survived = ray_workers.map(functools.partial(killed_once, folder=str(tmp_path)), specs)
+    killer.join()
+    assert killed and killed[0] != os.getpid()
+    with pytest.raises(ProcessLookupError):
+        os.kill(killed[0], 0)  # that worker is gone; Ray ran its shard again elsewhere
+    assert same_sets(uninterrupted, survived)

@@ -1,0 +1,137 @@
+"""The exact minimal distortion (oracles.mip / oracles.branch) and the certified bracket around it.
+
+Oracles: brute force on 1-D and 2-D toy networks; the two solvers (own branch and bound, SCIP) agree;
+on a tiny MNIST ReLU net, certified lower <= exact <= the L-BFGS attack's distortion.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from intriguing.attacks import LBFGS
+from intriguing.data import load_mnist
+from intriguing.errors import IntriguingError
+from intriguing.oracles import certified_lower_bound, exact_minimal_distortion
+from intriguing.seeding import random_targets
+
+pytest.importorskip("pyscipopt")
+
+
+def _toy(inputs: int, seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(inputs, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
+
+
+def _brute_force(model: nn.Module, x0: torch.Tensor, grid: torch.Tensor, target: int) -> float:
+    """The smallest distance from ``x0`` to a grid point classified as ``target`` (inf if none)."""
+    with torch.no_grad():
+        logits = model(grid.float()).double()
+    wins = logits[:, target] >= logits.max(1).values
+    return float((grid[wins] - x0).norm(dim=1).min()) if wins.any() else math.inf
+
+
+def _toys(inputs: int, x0: torch.Tensor, grid: torch.Tensor, count: int):
+    """The first ``count`` seeded toys with a class other than ``x0``'s somewhere on the grid, and that class."""
+    found = []
+    for seed in range(50):
+        model = _toy(inputs, seed)
+        with torch.no_grad():
+            classes = model(grid.float()).argmax(1).unique().tolist()
+            label = int(model(x0[None].float()).argmax())
+        others = [c for c in classes if c != label]
+        if others:
+            found.append((model, others[0]))
+        if len(found) == count:
+            return found
+    raise AssertionError("no toy network with two classes on the grid")
+
+
+@pytest.mark.parametrize("solver", ["bnb", "scip"])
+def test_one_dimensional_toy_matches_brute_force(solver):
+    grid = torch.linspace(0, 1, 200_001, dtype=torch.float64)[:, None]
+    x0 = torch.tensor([0.37], dtype=torch.float64)
+    for model, target in _toys(1, x0, grid, 3):
+        brute = _brute_force(model, x0, grid, target)
+        [exact] = exact_minimal_distortion(model, x0[None].float(), torch.tensor([target]), solver=solver)
+        assert exact.proven
+        assert exact.l2 == pytest.approx(brute, abs=2e-5)
+        assert exact.lower_l2 <= exact.l2 + 1e-9
+
+
+@pytest.mark.parametrize("solver", ["bnb", "scip"])
+def test_two_dimensional_toy_matches_brute_force(solver):
+    axis = torch.linspace(0, 1, 801, dtype=torch.float64)
+    grid = torch.cartesian_prod(axis, axis)
+    x0 = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    [(model, target)] = _toys(2, x0, grid, 1)
+    brute = _brute_force(model, x0, grid, target)
+    [exact] = exact_minimal_distortion(model, x0[None].float(), torch.tensor([target]), solver=solver)
+    assert exact.proven and exact.margin >= -1e-6
+    assert brute - 1e-3 <= exact.l2 <= brute + 1e-9  # the grid's nearest point is within half a diagonal step
+    assert exact.rms == pytest.approx(exact.l2 / math.sqrt(2))
+
+
+@pytest.fixture(scope="module")
+def mnist_relu():
+    """A tiny ReLU MLP on 14x14 MNIST (196-12-12-10): trains in about a second."""
+    images, labels = load_mnist("train")
+    x, y = images[:2000, :, ::2, ::2].flatten(1), labels[:2000]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(196, 12), nn.ReLU(), nn.Linear(12, 12), nn.ReLU(), nn.Linear(12, 10))
+    optimiser = torch.optim.Adam(model.parameters(), 3e-3)
+    for _ in range(3):
+        for i in range(0, len(x), 64):
+            loss = nn.functional.cross_entropy(model(x[i:i + 64]), y[i:i + 64])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    test_images, test_labels = load_mnist("test")
+    xt, yt = test_images[:40, :, ::2, ::2].flatten(1), test_labels[:40]
+    model.eval()
+    with torch.no_grad():
+        correct = (model(xt).argmax(1) == yt).nonzero().squeeze(1)[:3]
+    return model, xt[correct], random_targets(yt[correct], 10, seed=0)
+
+
+def test_certified_lower_exact_and_attack_are_ordered(mnist_relu):
+    model, x, target = mnist_relu
+    found = LBFGS()(model, x, target=target)
+    assert found.success.all()
+    lower = certified_lower_bound(model, x, target, upper=found.distortion)
+    exact = exact_minimal_distortion(model, x, target, start=found.adversarial, time_limit=60)
+    for i, e in enumerate(exact):
+        assert e.proven and e.gap <= 1e-4
+        assert float(lower[i]) <= e.lower_rms + 1e-9
+        assert e.lower_rms <= e.rms <= float(found.distortion[i]) + 1e-6
+        assert ((e.adversarial >= 0) & (e.adversarial <= 1)).all()
+        assert e.margin >= -1e-6
+        assert float(lower[i]) > 0
+
+
+def test_exact_point_with_a_margin_is_classified_as_the_target(mnist_relu):
+    model, x, target = mnist_relu
+    [e] = exact_minimal_distortion(model, x[:1], target[:1], margin=1e-3,
+                                   start=LBFGS()(model, x[:1], target=target[:1]).adversarial)
+    point = e.adversarial.float()[None]
+    with torch.no_grad():
+        assert int(model(point).argmax()) == int(target[0])
+    assert e.to_dict()["proven"] and "adversarial" not in e.to_dict()
+
+
+def test_already_the_target_costs_nothing_and_bad_input_is_refused(mnist_relu):
+    model, x, _ = mnist_relu
+    with torch.no_grad():
+        label = model(x[:1]).argmax(1)
+    [e] = exact_minimal_distortion(model, x[:1], label)
+    assert e.status == "already" and e.l2 == 0.0
+    assert float(certified_lower_bound(model, x[:1], label)[0]) == 0.0
+    with pytest.raises(IntriguingError, match="Sigmoid"):
+        exact_minimal_distortion(nn.Sequential(nn.Linear(196, 4), nn.Sigmoid(), nn.Linear(4, 10)), x[:1], label)
+    with pytest.raises(IntriguingError, match="values must lie"):
+        exact_minimal_distortion(model, x[:1] + 2, label)
+    with pytest.raises(IntriguingError, match="solver"):
+        exact_minimal_distortion(model, x[:1], (label + 1) % 10, solver="gurobi")
