@@ -22,6 +22,18 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session", autouse=True)
+def in_process_workers():
+    """Runs stay in-process unless a test asks for Ray: starting a local cluster costs ~20 s per run."""
+    old = os.environ.get("INTRIGUING_WORKERS")
+    os.environ["INTRIGUING_WORKERS"] = "1"
+    yield
+    if old is None:
+        os.environ.pop("INTRIGUING_WORKERS", None)
+    else:
+        os.environ["INTRIGUING_WORKERS"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
 def one_thread():
     """Tests use tiny models, where one intra-op thread is faster than two and never oversubscribes."""
     old = torch.get_num_threads()

@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from intriguing.attacks import LBFGS, Attack, AttackResult, LBFGSConfig, Targeted, Untargeted, exact_linear, rms_distortion
+from intriguing.attacks import (LBFGS, Attack, AttackResult, LBFGSConfig, Targeted, Untargeted, exact_linear,
+                                rms_distortion)
 from intriguing.attacks.base import Found, make_task, verified_result
 from intriguing.errors import IntriguingError
 from intriguing.records import to_jsonable
@@ -204,7 +205,8 @@ def test_verification_reports_every_bad_candidate_as_a_failure():
     x = torch.tensor([[0.6, 0.2]]).repeat(5, 1)
     task = make_task(model, x, Targeted(torch.ones(5, dtype=torch.int64)), (0.0, 1.0))
     candidates = torch.tensor([[0.3, 0.4], [0.6, 0.5], [0.3, 1.2], [math.nan, 0.7], [0.3, 0.95]])
-    found = Found(candidates, distortion_paper=torch.zeros(5), c=torch.ones(5), evaluations=torch.ones(5, dtype=torch.int64))
+    found = Found(candidates, distortion_paper=torch.zeros(5), c=torch.ones(5),
+                  evaluations=torch.ones(5, dtype=torch.int64))
     result = verified_result(model, task, found, config={})
     # Only the first is classified as class 1, inside the box, with finite input and logits.
     assert result.success.tolist() == [True, False, False, False, False]

@@ -65,7 +65,7 @@ def test_attack_command_prints_and_records(monkeypatch, tmp_path, mode):
     model = zoo.build("FC10(1e-4)")  # untrained softmax regression: a quick stand-in for a trained one
     with torch.no_grad():
         model.out.weight.copy_(torch.randn(model.out.weight.shape, generator=torch.Generator().manual_seed(0)) * 0.05)
-    monkeypatch.setattr(zoo, "trained", lambda *args, **kwargs: model.eval())
+    monkeypatch.setattr(zoo, "trained", lambda *args, **kwargs: zoo.TrainedModel(model.eval(), record=None))
     out = tmp_path / "attack.json"
     result = CliRunner().invoke(cli.main, ["attack", "FC10(1e-4)", "--n", "4", "--target", mode, "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -69,7 +69,8 @@ def test_a_model_returning_probabilities_is_refused():
     )
     # Log-probabilities are logits up to a constant per row: accepted.
     log_model = nn.Sequential(mnist_mlp(), nn.LogSoftmax(dim=1)).eval()
-    assert LBFGS(refine=False, max_solves=2)(log_model, x, labels=torch.zeros(3, dtype=torch.int64)).success.dtype == torch.bool
+    result = LBFGS(refine=False, max_solves=2)(log_model, x, labels=torch.zeros(3, dtype=torch.int64))
+    assert result.success.dtype == torch.bool
 
 
 def test_float64_inputs_name_the_expected_dtype():
@@ -82,7 +83,8 @@ def test_float64_inputs_name_the_expected_dtype():
 @pytest.mark.parametrize("make_model, shape, expected", [
     (mnist_mlp, (2, 1, 32, 32), "its first layer, Linear(784 -> 16), expects 784 values per example"),
     (mnist_conv, (2, 784), "its first layer, Conv2d(1 -> 4), expects inputs shaped (N, 1, H, W)"),
-    (mnist_conv, (2, 1, 32, 32), "its first layer, Conv2d(1 -> 4), expects inputs shaped (N, 1, H, W) at the image size"),
+    (mnist_conv, (2, 1, 32, 32),
+     "its first layer, Conv2d(1 -> 4), expects inputs shaped (N, 1, H, W) at the image size"),
 ])
 def test_inputs_that_do_not_fit_the_model_name_both_shapes(make_model, shape, expected):
     x = images(*shape)

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from intriguing import cli, paper, records, runner, transfer
 from intriguing.errors import IntriguingError
-from intriguing.paper.sections import _transfer
+from intriguing.paper.sections import _transfer, table2
 from intriguing.paper.tables import paper as published
 
 TABLES = ["table1", "table2", "table3", "table4"]
@@ -148,7 +148,7 @@ def smoke(tmp_path_factory):
 
 def test_smoke_preset_writes_every_file(smoke):
     out, _ = smoke
-    for name in ["results.json", "report.md", "report.html", f"figures/{_transfer.FIGURE}",
+    for name in ["results.json", "report.md", "report.html", f"figures/{table2.FIGURE}",
                  *(f"sections/{key}.json" for key in TABLES)]:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert len(list((out / "artifacts").glob("adversarial-*.safetensors"))) == 9  # 6 + 3 attacked models
@@ -233,7 +233,7 @@ def test_resume_after_losing_a_section_redoes_only_it_from_stored_attacks(smoke,
     copy = tmp_path / "run"
     shutil.copytree(out, copy)
     (copy / "sections" / "table2.json").unlink()
-    (copy / "figures" / _transfer.FIGURE).unlink()
+    (copy / "figures" / table2.FIGURE).unlink()
     computed = []
     store = runner.store
     monkeypatch.setattr(runner, "store", lambda ctx, s, *rest: computed.append(s.key) or store(ctx, s, *rest))
@@ -245,7 +245,7 @@ def test_resume_after_losing_a_section_redoes_only_it_from_stored_attacks(smoke,
     resumed = paper.reproduce("smoke", copy, only=TABLES, progress=False, threads=1)
     assert computed == ["table2"]
     assert all(resumed[key] == document[key] for key in TABLES)
-    assert (copy / "figures" / _transfer.FIGURE).is_file()
+    assert (copy / "figures" / table2.FIGURE).is_file()
 
 
 def test_cli_reports_the_run_and_rejects_an_unknown_section_in_one_line(smoke):

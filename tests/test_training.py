@@ -173,3 +173,26 @@ def test_checkpoints_of_models_with_batch_norm_round_trip(tmp_path):
     loaded = checkpoint.load_weights(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2)),
                                      tmp_path / "bn.safetensors")
     assert torch.equal(loaded[1].num_batches_tracked, model[1].num_batches_tracked)
+
+
+def test_trained_weights_hold_no_subnormal_floats():
+    """Weight decay drives never-used input weights below float32's smallest normal number; they would
+    slow every evaluation, so training zeroes them and checkpoints store none."""
+    from intriguing import numerics
+
+    trained = zoo.trained("FC100-100-10", progress=False, **QUICK)
+    assert numerics.count_subnormals(trained.model) == 0
+    path = zoo.checkpoint_path(zoo.TrainConfig("FC100-100-10", limit=1000, overrides=QUICK_OVERRIDES))
+    assert numerics.count_subnormals(checkpoint.load_weights(zoo.build("FC100-100-10"), path)) == 0
+
+
+def test_saving_keeps_subnormals_out_of_the_checkpoint(tmp_path):
+    from intriguing import numerics
+
+    model = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        model.weight[0, 0] = 1e-40  # subnormal in float32
+    checkpoint.save_model(model, tmp_path / "m.safetensors")
+    assert model.weight[0, 0] != 0  # the caller's model is left alone
+    loaded = checkpoint.load_weights(torch.nn.Linear(4, 2), tmp_path / "m.safetensors")
+    assert loaded.weight[0, 0] == 0 and numerics.count_subnormals(loaded) == 0

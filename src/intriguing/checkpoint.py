@@ -20,6 +20,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load, save
 
 from intriguing.errors import IntriguingError, check_finite_parameters
+from intriguing.numerics import zero_subnormals_
 from intriguing.records import write_bytes
 
 INTEGRITY_KEY = "intriguing.sha256"
@@ -39,8 +40,13 @@ def tensors_digest(state: Mapping[str, torch.Tensor], metadata: Mapping[str, str
 
 
 def save_model(model: torch.nn.Module, path: str | os.PathLike, metadata: Mapping[str, str] | None = None) -> None:
-    """Write the model's state dict, string ``metadata`` and the integrity hash to ``path`` atomically."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    """Write the model's state dict, string ``metadata`` and the integrity hash to ``path`` atomically.
+
+    Subnormal weights are stored as zero (:mod:`intriguing.numerics`): they would slow every use.
+    """
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    for tensor in state.values():
+        zero_subnormals_(tensor)
     metadata = dict(metadata or {})
     write_bytes(path, save(state, metadata={**metadata, INTEGRITY_KEY: tensors_digest(state, metadata)}))
 

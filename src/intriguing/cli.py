@@ -21,6 +21,7 @@ import torch
 from intriguing import __version__
 from intriguing.commands.options import ON_INTERRUPT
 from intriguing.errors import IntriguingError
+from intriguing.numerics import flush_subnormals
 
 # Subcommand modules under intriguing.commands, in the order --help lists them.
 COMMANDS = ("train", "attack", "adv_train", "reproduce", "units", "lipschitz")
@@ -106,6 +107,7 @@ def _moved(args: list[str], name: str, takes_value: bool) -> list[str] | None:
 def main(threads: int) -> None:
     """Reproduce and extend Szegedy et al. 2014, "Intriguing properties of neural networks"."""
     torch.set_num_threads(threads)
+    flush_subnormals()
 
 
 for _name in COMMANDS:

@@ -175,7 +175,8 @@ def make_task(model: nn.Module, x: torch.Tensor, criterion: Criterion, bounds: A
     check_images(x, "x", bounds)
     classes = criterion.classes
     if isinstance(classes, torch.Tensor) and classes.dim() == 1 and len(classes) != len(x):
-        raise IntriguingError(f"{criterion.argument}: expected {len(x)} classes, one per input in x, got {len(classes)}")
+        raise IntriguingError(
+            f"{criterion.argument}: expected {len(x)} classes, one per input in x, got {len(classes)}")
     warn_if_training(model)
     logits = checked_logits(model, x)
     criterion = criterion.checked(len(x), logits.shape[1], x.device)

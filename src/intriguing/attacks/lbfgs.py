@@ -144,7 +144,8 @@ class LBFGS(Attack):
             adversarial=best[choice].reshape(x.shape),
             distortion_paper=(paper_sq[paper_choice] / m).sqrt(),
             c=found.best_c[choice],
-            evaluations=torch.zeros(len(x), dtype=torch.int64, device=x.device).index_add_(0, rows.example, evaluations),
+            evaluations=torch.zeros(len(x), dtype=torch.int64, device=x.device).index_add_(0, rows.example,
+                                                                                           evaluations),
         )
 
 

@@ -20,6 +20,7 @@ everywhere are what makes results independent of the backend.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -61,7 +62,10 @@ class TrainModel:
     def of(cls, name: str, *, on: str = "train", seed: int = 0, limit: int | None = None,
            overrides: dict[str, Any] | None = None, data_dir: str | None = None,
            cache: str | None = None) -> TrainModel:
-        """A spec whose cache is this process's (resolved now: a worker's environment may differ)."""
+        """A spec naming this process's data and cache folders as absolute paths (resolved now: a worker's
+        working folder and environment may differ; the bundled MNIST stays ``None``, each node's own)."""
+        if data_dir or os.environ.get(data.DATA_DIR_ENV):
+            data_dir = str(data.resolve_data_dir(data_dir).resolve())
         return cls(name, on, seed, limit, tuple(sorted((overrides or {}).items())), data_dir,
                    str(zoo.cache_dir(cache).resolve()))
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import os
 
-import torch
-
 from intriguing.errors import IntriguingError
+from intriguing.numerics import flush_subnormals
 from intriguing.runner.backends.base import Backend, OnResult, local_cores, ray_installed, worker_setup
 
 
@@ -45,7 +44,7 @@ def create(workers: int | None = None, ray_address: str | None = None, *, thread
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise IntriguingError(f"workers: expected a whole number >= 1, got {workers!r}")
     # This process evaluates what the units return: subnormals flushed here too, whatever the backend.
-    torch.set_flush_denormal(True)
+    flush_subnormals()
     if ray_address is None and (workers or default_workers()) == 1:
         from intriguing.runner.backends.inprocess import InProcess
         return InProcess(threads=threads)

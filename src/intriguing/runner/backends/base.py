@@ -9,6 +9,8 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
+from intriguing.numerics import flush_subnormals
+
 Spec = TypeVar("Spec")
 Result = TypeVar("Result")
 OnResult = Callable[[int, Any], None]
@@ -38,7 +40,7 @@ def worker_setup(threads: int = 1) -> None:
     """
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    torch.set_flush_denormal(True)
+    flush_subnormals()
 
 
 def ray_installed() -> bool:

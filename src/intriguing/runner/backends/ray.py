@@ -20,6 +20,7 @@ import ray
 import torch
 
 from intriguing.errors import IntriguingError
+from intriguing.numerics import flush_subnormals
 from intriguing.runner.backends.base import OnResult, local_cores, worker_setup
 
 # Tries of a unit after its worker died (a system failure, not an exception of the unit).
@@ -54,7 +55,7 @@ class RayBackend:
         self.workers = min(workers, available) if workers else available
         self._task = ray.remote(_run_unit).options(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)
         # This process evaluates what the workers return: flush subnormals here too, as in-process does.
-        torch.set_flush_denormal(True)
+        flush_subnormals()
 
     @staticmethod
     def _start(workers: int | None, address: str | None, object_store_memory: int | None) -> None:
@@ -64,8 +65,11 @@ class RayBackend:
         try:
             ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError) as e:
-            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-            raise IntriguingError(f"cannot start or join {where}: {e}") from None
+            if address is None:
+                raise IntriguingError(f"cannot start a local Ray instance: {e}") from None
+            raise IntriguingError(
+                f"cannot join the Ray cluster at {address}: {e}. A cluster started with 'ray start' checks a "
+                "token: export RAY_AUTH_MODE=token here, with the head's ~/.ray/auth_token in ~/.ray/") from None
 
     def map(self, function: Callable[[Any], Any], specs: Sequence[Any], *,
             on_result: OnResult | None = None) -> list[Any]:
