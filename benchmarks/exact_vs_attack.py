@@ -18,9 +18,8 @@ import torch
 from torch import nn
 
 from intriguing import zoo
-from intriguing.attacks import LBFGS
 from intriguing.data import load_mnist
-from intriguing.oracles import certified_lower_bound, exact_minimal_distortion
+from intriguing.oracles.compare import compare_with_attack
 from intriguing.seeding import random_targets, seeded
 
 MODEL = "FC50-50-10(ReLU)"
@@ -47,44 +46,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20)
     parser.add_argument("--time-limit", type=float, default=120.0)
+    parser.add_argument("--model", default=MODEL, help="zoo ReLU MLP to solve (default %(default)s)")
     parser.add_argument("--tiny", action="store_true", help="train a 784-20-20-10 ReLU net here instead of the zoo's")
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
-    name = "784-20-20-10 ReLU (trained here)" if args.tiny else MODEL
-    model = tiny_relu_net() if args.tiny else zoo.trained(MODEL, progress=False).model
-    print(f"model {name}: ready in {time.perf_counter() - start:.1f}s")
+    name = "784-20-20-10 ReLU (trained here)" if args.tiny else args.model
+    model = tiny_relu_net() if args.tiny else zoo.trained(args.model, progress=False).model
+    print(f"model {name}: ready in {time.perf_counter() - start:.1f}s", flush=True)
     images, labels = load_mnist("test")
     with torch.no_grad():
         correct = (model(images).argmax(1) == labels).nonzero().squeeze(1)[: args.n]
     x, y = images[correct], labels[correct]
     target = random_targets(y, 10, seed=0)
-    start = time.perf_counter()
-    found = LBFGS()(model, x, target=target)
-    attack_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    lower = certified_lower_bound(model, x, target, upper=found.distortion)
-    certify_seconds = time.perf_counter() - start
-    exact = exact_minimal_distortion(model, x, target, start=found.adversarial, time_limit=args.time_limit)
+    out = compare_with_attack(model, x, target, time_limit=args.time_limit)
     print(f"{'ex':>3} {'t':>2} {'exact':>8} {'status':>9} {'refined':>8} {'paper':>8} {'certif':>8} "
           f"{'ref/ex':>7} {'pap/ex':>7} {'cer/ex':>7} {'bin':>4} {'nodes':>6} {'sec':>6}")
-    for i, e in enumerate(exact):
-        r, p, c = float(found.distortion[i]), float(found.distortion_paper[i]), float(lower[i])
-        print(f"{i:3d} {int(target[i]):2d} {e.rms:8.5f} {e.status:>9} {r:8.5f} {p:8.5f} {c:8.5f} "
-              f"{r / e.rms:7.4f} {p / e.rms:7.4f} {c / e.rms:7.4f} {e.binaries:4d} {e.nodes:6d} {e.seconds:6.1f}")
-    proven = [i for i, e in enumerate(exact) if e.proven and e.gap <= 1e-4]
-    refined = [float(found.distortion[i]) / exact[i].rms for i in proven]
-    paper = [float(found.distortion_paper[i]) / exact[i].rms for i in proven]
-    certified = [float(lower[i]) / exact[i].rms for i in proven]
-    bracket = all(float(lower[i]) <= e.lower_rms + 1e-9 and e.rms <= float(found.distortion[i]) + 1e-6
-                  for i, e in enumerate(exact))
-    print(f"proven optimal (gap <= 1e-4): {len(proven)}/{len(exact)}; certified <= exact <= found: {bracket}")
-    if proven:
-        print(f"refined/exact: median {statistics.median(refined):.4f}, worst {max(refined):.4f} (goal <= 1.02, <= 1.10)")
-        print(f"paper/exact:   median {statistics.median(paper):.4f}, worst {max(paper):.4f}")
-        print(f"certified/exact: median {statistics.median(certified):.4f}, min {min(certified):.4f}")
-    seconds = [e.seconds for e in exact]
-    print(f"seconds: attack {attack_seconds:.1f} (all), certify {certify_seconds:.1f} (all), exact median "
+    for r in out["rows"]:
+        print(f"{r['index']:3d} {int(target[r['index']]):2d} {r['exact']:8.5f} {r['status']:>9} {r['refined']:8.5f} "
+              f"{r['paper']:8.5f} {r['certified']:8.5f} {r['refined_ratio']:7.4f} {r['paper_ratio']:7.4f} "
+              f"{r['certified_ratio']:7.4f} {r['binaries']:4d} {r['nodes']:6d} {r['seconds']:6.1f}")
+    s = out["summary"]
+    print(f"proven optimal (gap <= 1e-4): {s['solved']}/{s['examples']}; "
+          f"certified <= exact (proven) and exact <= found for all: {s['ordered']}")
+    if s["solved"]:
+        print(f"refined/exact: median {s['median_refined_ratio']:.4f}, worst {s['worst_refined_ratio']:.4f} "
+              "(goal <= 1.02, <= 1.10)")
+        print(f"paper/exact:   median {s['median_paper_ratio']:.4f}, worst {s['worst_paper_ratio']:.4f}")
+        print(f"certified/exact: median {s['median_certified_ratio']:.4f}, min {s['worst_certified_ratio']:.4f}")
+    seconds = [r["seconds"] for r in out["rows"]]
+    print(f"seconds: attack {s['attack_seconds']:.1f} (all), certify {s['certify_seconds']:.1f} (all), exact median "
           f"{statistics.median(seconds):.1f} / max {max(seconds):.1f} / total {sum(seconds):.1f}")
 
 

@@ -346,9 +346,6 @@ def test_sigterm_during_a_real_smoke_run(tmp_path):
 
 # --- cases whose commands are being moved (pending) ----------------------------------------------
 
-PENDING = pytest.mark.xfail(reason="pending: command being moved", strict=False)
-
-
 @pytest.fixture
 def no_work(monkeypatch):
     def refuse(*args, **kwargs):
@@ -356,7 +353,6 @@ def no_work(monkeypatch):
     monkeypatch.setattr(zoo, "trained", refuse)
 
 
-@PENDING
 def test_attack_out_under_a_file_fails_before_any_work(tmp_path, no_work):
     """Item 8 (read-only folders cannot fail as root: a file stands in for one)."""
     (tmp_path / "file").write_text("x")
@@ -364,14 +360,12 @@ def test_attack_out_under_a_file_fails_before_any_work(tmp_path, no_work):
     assert "is a file, not a folder" in line
 
 
-@PENDING
 def test_lipschitz_json_under_a_file_fails_before_any_work(tmp_path, no_work):
     (tmp_path / "file").write_text("x")
     line = one_line(invoke("lipschitz", "FC10(1e-4)", "--json", str(tmp_path / "file" / "l.json")))
     assert "is a file, not a folder" in line
 
 
-@PENDING
 def test_units_out_under_a_file_fails_before_any_work(tmp_path, no_work):
     """Item 9, units part."""
     (tmp_path / "file").write_text("x")
@@ -379,8 +373,23 @@ def test_units_out_under_a_file_fails_before_any_work(tmp_path, no_work):
     assert "is a file, not a folder" in line
 
 
-@PENDING
 def test_lipschitz_on_a_missing_file_says_no_such_file(tmp_path):
     """Item 13."""
     line = one_line(invoke("lipschitz", str(tmp_path / "missing.safetensors")))
     assert "no such" in line.lower() and "unknown model" not in line
+
+
+def test_attack_says_when_it_has_fewer_examples_than_asked(tmp_path):
+    """Item 15: --n larger than the correctly classified examples is not silently capped."""
+    import numpy as np
+
+    from intriguing import checkpoint, data
+
+    images, labels = data.load_mnist("test")
+    np.savez(tmp_path / "few.npz", images=images[:30].numpy(), labels=labels[:30].numpy())
+    checkpoint.save_model(zoo.build("FC10(1e-4)", seed=0), tmp_path / "random.safetensors")  # ~10% right
+    done = invoke("attack", "FC10(1e-4)", "--weights", str(tmp_path / "random.safetensors"),
+                  "--data", str(tmp_path / "few.npz"), "--n", "999999999")
+    assert done.exit_code == 0 and "Traceback" not in done.output, done.output
+    note = [line for line in done.output.splitlines() if line.startswith("note:")]
+    assert len(note) == 1 and "--n 999999999 asks for more examples than the" in note[0]

@@ -121,7 +121,7 @@ def test_csv_problems_are_listed_by_line(tmp_path):
 def test_labels_out_of_range_for_the_model(tmp_path):
     _png(tmp_path / "a.png")
     (tmp_path / "labels.csv").write_text("a.png,7\n")
-    expected = r"labels must lie in \[0, 4\] \(the model has 5 classes\), got range \[7, 7\]"
+    expected = r": labels: class indices must lie in \[0, 4\], got range \[7, 7\]"
     with pytest.raises(IntriguingError, match=expected):
         load_images(tmp_path, class_names=[str(i) for i in range(5)])
 
@@ -148,7 +148,7 @@ def test_npz_uint8_nhwc_and_float_nchw(tmp_path):
     ({"images": np.zeros((2, 1, 4, 4), np.float32), "labels": np.array([0, 1, 1])}, r"expected shape \(2,\)"),
     ({"images": np.zeros((2, 1, 4, 4), np.float32), "labels": np.array([0.0, 1.0])}, "integer class indices"),
     ({"images": np.zeros((2, 5, 4, 4), np.float32), "labels": np.array([0, 1])}, "C 1 or 3"),
-    ({"images": np.zeros((2, 1, 4, 4), np.float32), "labels": np.array([0, 9])}, r"labels must lie in \[0, 2\]"),
+    ({"images": np.zeros((2, 1, 4, 4), np.float32), "labels": np.array([0, 9])}, r"class indices must lie in \[0, 2\]"),
 ])
 def test_npz_problems(tmp_path, arrays, message):
     np.savez(tmp_path / "bad.npz", **arrays)

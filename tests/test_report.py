@@ -144,7 +144,7 @@ def test_another_dataset_is_named_in_the_title_and_the_papers_numbers_are_contex
 def test_the_deviations_table_covers_every_audited_departure():
     topics = {d.topic for d in deviations.DEVIATIONS}
     assert {"Reported distortion", "Objective", "Direction of the c search", "Attack targets", "Attacked examples",
-            "Initial weights of the P1/P2 models", "Gaussian-noise rows", "Training recipe",
+            "Initial weights", "Gaussian-noise rows", "Fig. 7(c)", "Training recipe",
             "Fourier bound of a strided convolution", "Max pooling", "Local response normalisation",
             "Adversarial-training robustness"} <= topics
     table = deviations.markdown_table()
@@ -193,3 +193,28 @@ def test_adversarial_training_claims_read_intervals_over_seeds():
     assert all("(" in c.evidence for c in found.values())  # each verdict quotes its interval
     one_seed = advtrain_result({(): [0.016], ("input",): [0.015], ("input", "h1", "h2"): [0.0105]}, 10_000)
     assert [c.holds for c in section.claims(one_seed)] == [None, None]  # reduced scale; one seed decides nothing
+
+
+def test_matched_noise_has_the_stated_realised_rms_and_the_nominal_draw():
+    """Tables 2 and 4's matched rows (issue 12): clipping shrinks nominal noise; the matched rows do not."""
+    import torch
+
+    from intriguing.attacks import gaussian_noise, rms_distortion
+    from intriguing.attacks.controls import matched_gaussian_noise
+
+    x = torch.rand(64, 1, 28, 28).round()  # saturated pixels, as MNIST's: clipping bites
+    nominal, matched = gaussian_noise(x, 0.1, seed=3), matched_gaussian_noise(x, 0.1, seed=3)
+    assert rms_distortion(x, nominal).max() < 0.09
+    assert torch.allclose(rms_distortion(x, matched), torch.full((64,), 0.1), atol=1e-5)
+    assert ((matched - x).sign() == (nominal - x).sign())[(nominal - x) != 0].all()  # the same draw, scaled
+    assert matched.min() >= 0 and matched.max() <= 1
+
+
+def test_the_readme_lists_every_deviation_from_the_paper():
+    """The README's table is rendered from the same data as the report's, so the two never drift apart."""
+    from pathlib import Path
+
+    from intriguing.paper.deviations import markdown_table
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    assert markdown_table() in readme.read_text(encoding="utf-8")

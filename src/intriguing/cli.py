@@ -24,7 +24,7 @@ from intriguing.errors import IntriguingError
 from intriguing.numerics import flush_subnormals
 
 # Subcommand modules under intriguing.commands, in the order --help lists them.
-COMMANDS = ("train", "attack", "adv_train", "reproduce", "units", "lipschitz")
+COMMANDS = ("train", "attack", "transfer", "adv_train", "reproduce", "units", "lipschitz", "exact", "models")
 # Exit statuses of a run stopped by a signal, as shells report them (128 + signal number).
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
 DEFAULT_ON_INTERRUPT = ("every file written so far is whole (files are written atomically); "

@@ -21,6 +21,7 @@ with the package's parameter names, so its state dict loads unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 from collections.abc import Sequence
@@ -173,8 +174,11 @@ def pretrained_model(size: int = INPUT_SHAPE[-1], device: str | torch.device = "
     ``size`` is the resolution the network runs at (smaller is faster; images of another size are
     resized to it inside the model). The class names are ImageNet's.
     """
-    weights_file()  # the one-line error when the extra is missing, before anything else
-    return resolve_model(FACTORY, mean=MEAN, std=STD, size=size, device=device)
+    source = weights_file()  # the one-line error when the extra is missing, before anything else
+    loaded = resolve_model(FACTORY, mean=MEAN, std=STD, size=size, device=device)
+    _, details = loaded.description.split("; ", 1)
+    description = f"EfficientNet-Lite0, ImageNet-pretrained ({source.name}); {details}"
+    return dataclasses.replace(loaded, description=description)
 
 
 # --- the photos -------------------------------------------------------------------------------------------------

@@ -25,11 +25,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from intriguing.errors import IntriguingError
+from intriguing.errors import IntriguingError, check_labels
 from intriguing.records import write_bytes
-from intriguing.preprocessing import size_pair
+from intriguing.preprocessing import resample, size_pair
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 LABELS_FILE = "labels.csv"
@@ -249,8 +248,7 @@ def load_npz(path: str | os.PathLike, *, size: int | Sequence[int] | None = None
         images, labels = images[:limit], labels[:limit]
     pair = size_pair(size, "size")
     if pair is not None and tuple(images.shape[-2:]) != pair:
-        shrinking = pair[0] < images.shape[-2] or pair[1] < images.shape[-1]
-        images = F.interpolate(images, size=pair, mode="bilinear", align_corners=False, antialias=shrinking).clamp(0, 1)
+        images = resample(images, pair).clamp(0, 1)
     stored = [str(c) for c in arrays["class_names"].tolist()] if "class_names" in arrays else None
     names = list(class_names or stored or [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)])
     _check_range(labels, names, class_names, str(path))
@@ -299,11 +297,7 @@ def _npz_labels(path: Path, array: np.ndarray, n: int) -> torch.Tensor:
 
 def _check_range(labels: torch.Tensor, names: Sequence[str], model_names, where: str) -> None:
     """Every label must name a class: of the model when its names are given, else of the data."""
-    count = len(model_names) if model_names else len(names)
-    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= count):
-        whose = "the model has" if model_names else "there are"
-        raise IntriguingError(f"{where}: labels must lie in [0, {count - 1}] ({whose} {count} classes), "
-                              f"got range [{int(labels.min())}, {int(labels.max())}]")
+    check_labels(labels, f"{where}: labels", len(labels), len(model_names) if model_names else len(names))
 
 
 # --- writing images ------------------------------------------------------------------------------

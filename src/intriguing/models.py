@@ -19,6 +19,7 @@ box [0, 1] and measures distortion there, as the paper does (Section 4.1).
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import os
@@ -127,7 +128,17 @@ def class_index(class_names: Sequence[str], name: str | int) -> int:
         if 0 <= index < len(class_names):
             return index
         raise IntriguingError(f"class index {index}: the model has classes 0 to {len(class_names) - 1}")
-    raise unknown_name_error("class", text, class_names)
+    raise _unknown_class(text, class_names)
+
+
+def _unknown_class(text: str, class_names: Sequence[str]) -> IntriguingError:
+    """The registry error for short lists; for long ones (ImageNet's 1000) the close matches only."""
+    if len(class_names) <= 20:
+        return unknown_name_error("class name", text, class_names)
+    close = difflib.get_close_matches(text, list(class_names), n=3, cutoff=0.6)
+    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    return IntriguingError(f"unknown class {text!r}: {hint}give one of the model's {len(class_names)} class "
+                           f"names or an index from 0 to {len(class_names) - 1}")
 
 
 def _name_key(name: str) -> str:

@@ -47,11 +47,11 @@ class Preprocessed(nn.Module):
         if self.resize is not None:
             h, w = x.shape[-2:]
             scale = self.resize / min(h, w)
-            x = _resample(x, (max(1, round(h * scale)), max(1, round(w * scale))))
+            x = resample(x, (max(1, round(h * scale)), max(1, round(w * scale))))
         if self.crop is not None:
             x = _center_crop(x, self.crop)
         if tuple(x.shape[-2:]) != self.size:
-            x = _resample(x, self.size)
+            x = resample(x, self.size)
         if self.mean is not None:
             x = x - self.mean
         if self.std is not None:
@@ -78,8 +78,8 @@ def channel_vector(values: Sequence[float] | None, name: str) -> torch.Tensor | 
     return vector.view(-1, 1, 1)
 
 
-def _resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize with antialiasing when shrinking (differentiable; what image libraries do)."""
+def resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (N, C, H, W), antialiased when shrinking (as image libraries do); differentiable."""
     shrinking = size[0] < x.shape[-2] or size[1] < x.shape[-1]
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
 

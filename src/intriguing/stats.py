@@ -45,7 +45,7 @@ def wilson_interval(successes: int, n: int, confidence: float = CONFIDENCE) -> E
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half), n, "wilson")
+    return Estimate(p, max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half)), n, "wilson")  # rounding
 
 
 def mean_interval(values: torch.Tensor | Sequence[float], confidence: float = CONFIDENCE) -> Estimate:

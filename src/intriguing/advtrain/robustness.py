@@ -40,8 +40,9 @@ def min_distortion(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
     ``target="random"`` aims each image at a class drawn with ``seed`` (the same classes for every
     model given the same labels), ``"untargeted"`` at its closest wrong class. ``attack`` defaults
-    to :class:`~intriguing.attacks.LBFGS` with :meth:`LBFGSConfig.refined` (the attack's defaults,
-    which refine the paper's search along the decision boundary). Pass the model in eval mode.
+    to the paper's: :class:`~intriguing.attacks.LBFGS` with :meth:`LBFGSConfig.paper` (the ``c``
+    search of Section 4.1, unrefined), so "before" and "after" are measured as the paper measures
+    distortions. Pass the model in eval mode.
     """
     if target not in TARGETS:
         raise IntriguingError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
@@ -49,7 +50,7 @@ def min_distortion(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
         criterion = Untargeted(labels)
     else:
         criterion = Targeted(seeding.random_targets(labels, output_classes(model, images), seed=seed), labels)
-    attack = attack if attack is not None else LBFGS(LBFGSConfig.refined())
+    attack = attack if attack is not None else LBFGS(LBFGSConfig.paper())
     summary = attack_layer(model, INPUT, images, criterion, attack).summary()
     return Robustness(examples=len(images), success_rate=summary["success_rate"],
                       mean_distortion=summary["mean_distortion"], median_distortion=summary["median_distortion"])

@@ -49,9 +49,10 @@ class AdvTrainStudyConfig:
     hidden layer) when ``baselines``, adversarial training with an input pool only, and with pools
     at ``layers`` (the paper's per-layer variant), and with ``single_layers`` a pool at each of
     ``layers`` alone, to test "the higher layers' examples are more useful". ``training`` holds the
-    pool and schedule shared by all of them. Training uses the first ``limit`` training images (all by default); robustness is
-    measured on the first ``eval_examples`` test images by ``LBFGS(eval_attack)`` aimed at
-    ``eval_target`` (see :func:`~intriguing.advtrain.robustness.min_distortion`). ``recipe``
+    pool and schedule shared by all of them. Training uses the first ``limit`` training images (all by
+    default); robustness is measured on the first ``eval_examples`` test images by
+    ``LBFGS(eval_attack)`` (the paper's attack) aimed at ``eval_target`` (see
+    :func:`~intriguing.advtrain.robustness.min_distortion`). ``recipe``
     overrides fields of the model's training recipe (epochs; a larger ``lr`` lets quick runs on a
     few images train at all).
     """
@@ -65,7 +66,7 @@ class AdvTrainStudyConfig:
     limit: int | None = None
     eval_examples: int = 100
     eval_target: str = "random"
-    eval_attack: LBFGSConfig = field(default_factory=LBFGSConfig.refined)
+    eval_attack: LBFGSConfig = field(default_factory=LBFGSConfig.paper)
     recipe: dict[str, Any] = field(default_factory=dict)
     training: AdvTrainConfig = field(default_factory=AdvTrainConfig)
 
@@ -79,7 +80,7 @@ class AdvTrainStudyConfig:
         if self.eval_target not in TARGETS:
             raise IntriguingError(f"unknown eval_target {self.eval_target!r}: choose one of {', '.join(TARGETS)}")
         if not isinstance(self.eval_attack, LBFGSConfig):
-            raise IntriguingError(f"eval_attack: expected an LBFGSConfig (e.g. LBFGSConfig.refined()), "
+            raise IntriguingError(f"eval_attack: expected an LBFGSConfig (e.g. LBFGSConfig.paper()), "
                                   f"got {self.eval_attack!r}")
 
     def train_recipe(self) -> training.TrainRecipe:

@@ -51,6 +51,8 @@ class LBFGSConfig:
     pgtol: float = 1e-5
     refine_steps: int = 5
     batch_size: int = 512
+    stall_window: int = 10
+    stall_rtol: float = 0.0
 
     def __post_init__(self) -> None:
         checked = {
@@ -62,8 +64,9 @@ class LBFGSConfig:
             "ftol": _positive("ftol", self.ftol),
             "pgtol": _positive("pgtol", self.pgtol),
             "refine_steps": _count("refine_steps", self.refine_steps, smallest=0),
+            "stall_rtol": _positive("stall_rtol", self.stall_rtol) if self.stall_rtol else 0.0,
         }
-        for name in ("max_solves", "memory", "max_iter", "batch_size"):
+        for name in ("max_solves", "memory", "max_iter", "batch_size", "stall_window"):
             checked[name] = _count(name, getattr(self, name))
         for name, value in checked.items():
             object.__setattr__(self, name, value)

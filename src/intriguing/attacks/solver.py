@@ -68,9 +68,9 @@ class _Slots:
     """
 
     PER_SLOT = ("row", "phase", "x", "goal", "true", "z", "f", "g", "margin", "d", "step", "iters", "backtracks",
-                "c", "c_adv", "m_adv", "c_fail", "m_fail", "m_clean", "c_prev", "m_prev", "side", "solves")
+                "c", "c_adv", "m_adv", "c_fail", "m_fail", "m_clean", "c_prev", "m_prev", "side", "solves", "f_hist")
 
-    def __init__(self, n: int, m: int, memory: int, like: torch.Tensor):
+    def __init__(self, n: int, m: int, memory: int, like: torch.Tensor, window: int = 1):
         floats = dict(device=like.device, dtype=like.dtype)
         ints = dict(device=like.device, dtype=torch.int64)
         self.row = torch.full((n,), -1, **ints)
@@ -80,6 +80,7 @@ class _Slots:
         self.x, self.z, self.g, self.d = (torch.zeros(n, m, **floats) for _ in range(4))
         (self.f, self.margin, self.step, self.c, self.c_adv, self.m_adv, self.c_fail, self.m_fail, self.m_clean,
          self.c_prev, self.m_prev) = (torch.zeros(n, **floats) for _ in range(11))
+        self.f_hist = torch.zeros(n, window, **floats)  # f after each of the last ``window`` iterations
         self.memory = CompactMemory(n, m, memory, like)
 
     def __len__(self) -> int:
@@ -121,7 +122,8 @@ class CSearch:
             best_c=torch.full((n_rows,), math.nan, device=x.device, dtype=x.dtype),
             evaluations=torch.zeros(n_rows, device=x.device, dtype=torch.int64),
         )
-        self.slots = _Slots(min(self.settings.batch_size, n_rows), m, self.settings.memory, x)
+        self.slots = _Slots(min(self.settings.batch_size, n_rows), m, self.settings.memory, x,
+                            self.settings.stall_window)
         self.next_row = 0
         with tqdm(total=n_rows, desc="attack (c search)", unit="row", disable=not self.progress,
                   leave=False) as self.bar:
@@ -286,7 +288,7 @@ class CSearch:
         projected_grad = ((trial - g).clamp(self.low, self.high) - trial).abs().amax(1)
         s.iters += accept.long()
         converged = accept & ((decrease <= cfg.ftol * scale) | (projected_grad <= cfg.pgtol)
-                              | (s.iters >= cfg.max_iter))
+                              | (s.iters >= cfg.max_iter) | self._stalled(accept, f, scale))
         s.z = torch.where(accept[:, None], trial, s.z)
         s.g = torch.where(accept[:, None], g, s.g)
         s.f = torch.where(accept, f, s.f)
@@ -294,6 +296,19 @@ class CSearch:
         s.phase[accept] = DIRECTION
         if converged.any():
             self._next_c(converged)
+
+    def _stalled(self, accept: torch.Tensor, f: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Rows whose last ``stall_window`` iterations together lowered ``f`` by at most ``stall_rtol``
+        (relative). On a piecewise-linear network (ReLU) the penalised loss is not smooth at fine
+        scale: its gradient never becomes small and L-BFGS creeps with many tiny decreases, each
+        above ``ftol``, so only the progress over several iterations shows that a solve has ended."""
+        s, cfg = self.slots, self.settings
+        if not cfg.stall_rtol:
+            return torch.zeros_like(accept)
+        slot = (s.iters % cfg.stall_window)[:, None]
+        before = s.f_hist.gather(1, slot)[:, 0]
+        s.f_hist.scatter_(1, slot, torch.where(accept, f, before)[:, None])
+        return accept & (s.iters > cfg.stall_window) & (before - f <= cfg.stall_rtol * scale)
 
     def _backtrack(self, reject: torch.Tensor, f: torch.Tensor, slope: torch.Tensor) -> None:
         """Shrink the step by safeguarded quadratic interpolation; a failed search ends the solve."""

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import statistics
-import time
-
 import click
 import torch
 
 from intriguing import data, records, zoo
-from intriguing.attacks import LBFGS
 from intriguing.commands.options import data_dir_option, on_option, seed_option
 from intriguing.errors import IntriguingError
-from intriguing.oracles import certified_lower_bound, exact_minimal_distortion
+from intriguing.oracles.compare import compare_with_attack
 from intriguing.seeding import random_targets
 
 
@@ -45,47 +41,24 @@ def command(name: str, n: int, split: str, time_limit: float, solver: str, out: 
     correct = (logits.argmax(1) == labels).nonzero().squeeze(1)[:n]
     x, y = images[correct], labels[correct]
     target = random_targets(y, logits.shape[1], seed)
-    start = time.perf_counter()
-    found = LBFGS()(model, x, target=target)
-    attack_seconds = time.perf_counter() - start
-    lower = certified_lower_bound(model, x, target, upper=found.distortion)
-    exact = exact_minimal_distortion(model, x, target, start=found.adversarial, time_limit=time_limit, solver=solver)
-    rows = [_row(i, float(found.distortion[i]), float(found.distortion_paper[i]), float(lower[i]), e)
-            for i, e in enumerate(exact)]
+    out_ = compare_with_attack(model, x, target, time_limit=time_limit, solver=solver)
+    rows, summary = out_["rows"], out_["summary"]
     for row in rows:
-        click.echo(f"#{row['index']:3d} exact {row['exact']:.5f} [{row['lower']:.5f}] {row['status']:9s} "
+        click.echo(f"#{row['index']:3d} exact {row['exact']:.5f} [{row['exact_lower']:.5f}] {row['status']:9s} "
                    f"refined/exact {row['refined_ratio']:.4f} paper/exact {row['paper_ratio']:.4f} "
                    f"certified/exact {row['certified_ratio']:.3f} {row['seconds']:.1f}s")
-    summary = _summary(rows, attack_seconds)
-    click.echo(f"{name}: {summary['proven']}/{len(rows)} proven; median ratio refined/exact "
-               f"{summary['median_refined_ratio']:.4f} (worst {summary['worst_refined_ratio']:.4f}), paper/exact "
-               f"{summary['median_paper_ratio']:.4f}, certified/exact {summary['median_certified_ratio']:.3f}")
+    click.echo(f"{name}: {summary['solved']}/{len(rows)} solved (gap <= 1e-4); median ratio refined/exact "
+               f"{_fmt(summary['median_refined_ratio'])} (worst {_fmt(summary['worst_refined_ratio'])}), paper/exact "
+               f"{_fmt(summary['median_paper_ratio'])}, certified/exact {_fmt(summary['median_certified_ratio'])}; "
+               f"certified <= exact <= found: {summary['ordered']}")
     if out:
         records.write_json(out, {
             "model": name, "on": on, "seed": seed, "split": split, "indices": correct, "labels": y,
             "targets": target, "time_limit": time_limit, "solver": solver, "summary": summary, "per_example": rows,
-            "attack_config": found.config, "environment": records.environment(),
+            "attack_config": out_["attack_config"], "environment": records.environment(),
         })
         click.echo(f"wrote {out}")
 
 
-def _row(i: int, refined: float, paper: float, lower: float, e) -> dict:
-    """One example's distortions (RMS) and ratios to the exact minimum."""
-    return {"index": i, "exact": e.rms, "lower": e.lower_rms, "status": e.status, "proven": e.proven,
-            "refined": refined, "paper": paper, "certified": lower, "refined_ratio": refined / e.rms,
-            "paper_ratio": paper / e.rms, "certified_ratio": lower / e.rms, "seconds": e.seconds,
-            "nodes": e.nodes, "binaries": e.binaries}
-
-
-def _summary(rows: list[dict], attack_seconds: float) -> dict:
-    ratios = {key: [r[key] for r in rows] for key in ("refined_ratio", "paper_ratio", "certified_ratio")}
-    return {
-        "proven": sum(r["proven"] for r in rows),
-        "median_refined_ratio": statistics.median(ratios["refined_ratio"]),
-        "worst_refined_ratio": max(ratios["refined_ratio"]),
-        "median_paper_ratio": statistics.median(ratios["paper_ratio"]),
-        "worst_paper_ratio": max(ratios["paper_ratio"]),
-        "median_certified_ratio": statistics.median(ratios["certified_ratio"]),
-        "exact_seconds": sum(r["seconds"] for r in rows),
-        "attack_seconds": attack_seconds,
-    }
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

@@ -8,42 +8,39 @@ import click
 import torch
 from torch import nn
 
-from intriguing import alexnet, architectures, data, records, spectral, zoo
-from intriguing.checkpoint import load_weights
-from intriguing.commands.options import data_dir_option, on_option, seed_option
+from intriguing import architectures, data, records, spectral, zoo
+from intriguing.commands.options import data_dir_option, model_options, on_option, seed_option
 from intriguing.errors import IntriguingError, unknown_name_error
+from intriguing.models import BUILTINS, resolve_model
 from intriguing.paper.sections.table5 import layers_markdown, paper_bounds
+from intriguing.records import check_writable
 
 ALEXNET = "alexnet"
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
-def resolve(model: str, arch: str | None, weights: str | None, on: str, seed: int,
+def resolve(model: str, arch: str | None, options: dict, on: str, seed: int,
             data_dir: str | None) -> tuple[nn.Module, tuple[int, ...]]:
-    """The network MODEL names and its input shape: a zoo model (trained or cached), AlexNet, or a checkpoint file."""
-    if weights is not None and model != ALEXNET:
-        raise IntriguingError(f"--weights is for {ALEXNET!r}; pass a checkpoint of another architecture as PATH "
-                              "with --arch NAME")
-    if model == ALEXNET:
-        return alexnet.alexnet(weights, seed=seed), alexnet.INPUT_SHAPE
-    if model in zoo.names():
-        return zoo.trained(model, on=on, seed=seed, data_dir=data_dir).model, architectures.INPUT_SHAPE
-    if Path(model).is_file():
+    """The network MODEL names (without its preprocessing) and its input shape: any model specification
+    (see ``intriguing models``), or a checkpoint PATH with --arch NAME."""
+    if Path(model).suffix in CHECKPOINT_SUFFIXES and not Path(model).is_file():
+        raise IntriguingError(f"{model}: no such checkpoint file; check the path, or name a model "
+                              "(see `intriguing models`)")
+    if Path(model).is_file() and not model.endswith(".py"):
         if arch is None:
             raise IntriguingError(f"{model}: a checkpoint needs its architecture: pass --arch NAME "
                                   f"({ALEXNET!r} or a zoo model, e.g. 'ConvNet')")
-        if arch == ALEXNET:
-            return alexnet.alexnet(model), alexnet.INPUT_SHAPE
-        if arch not in zoo.names():
-            raise unknown_name_error("architecture", arch, [*zoo.names(), ALEXNET])
-        return load_weights(zoo.build(arch), model).eval(), architectures.INPUT_SHAPE
-    raise unknown_name_error("model", model, [*zoo.names(), ALEXNET])
+        if arch not in (*zoo.names(), *BUILTINS):
+            raise unknown_name_error("architecture", arch, [*zoo.names(), *BUILTINS])
+        model, options = arch, {**options, "weights": model}
+    loaded = resolve_model(model, **options, seed=seed, on=on, data_dir=data_dir)
+    return loaded.network, loaded.input_shape
 
 
 @click.command("lipschitz")
 @click.argument("model", metavar="MODEL|PATH")
 @click.option("--arch", default=None, help=f"Architecture of a safetensors PATH: a zoo name or '{ALEXNET}'.")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None,
-              help=f"Trained weights for '{ALEXNET}' (safetensors); default: seeded random weights.")
+@model_options()
 @click.option("--images", type=click.IntRange(min=0), default=500, show_default=True,
               help="Test images for the gradient lower bound (MNIST-shaped models; 0 skips it).")
 @click.option("--pairs", type=click.IntRange(min=0), default=0, show_default=True,
@@ -55,16 +52,19 @@ def resolve(model: str, arch: str | None, weights: str | None, on: str, seed: in
 @on_option
 @seed_option
 @data_dir_option
-def command(model: str, arch: str | None, weights: str | None, images: int, pairs: int, tol: float,
+def command(model: str, arch: str | None, model_options: dict, images: int, pairs: int, tol: float,
             json_path: str | None, on: str, seed: int, data_dir: str | None) -> None:
     """Per-layer upper Lipschitz bounds (the paper's Table 5 method) and exact norms of MODEL.
 
-    MODEL is a zoo name (trained, or loaded from the cache), 'alexnet' (Table 5's network), or a
-    safetensors PATH with --arch. For MNIST-shaped models the largest input-gradient norm over test
-    images (and, with --pairs, over adversarial pairs) shows how far the product bound is from what
-    the network does.
+    MODEL is a zoo name (trained, or loaded from the cache), 'alexnet' (Table 5's network), your own
+    file.py:factory with --weights (see `intriguing models`), or a safetensors PATH with --arch. The
+    bounds are the network's, after its preprocessing: with --std they grow by 1 / min(std). For
+    MNIST-shaped models the largest input-gradient norm over test images (and, with --pairs, over
+    adversarial pairs) shows how far the product bound is from what the network does.
     """
-    network, input_shape = resolve(model, arch, weights, on, seed, data_dir)
+    if json_path:
+        check_writable(Path(json_path).parent, "--json folder")
+    network, input_shape = resolve(model, arch, model_options, on, seed, data_dir)
     x = pair = None
     if input_shape == architectures.INPUT_SHAPE and (images or pairs):
         test_images, test_labels = data.load_mnist("test", data_dir)
@@ -90,6 +90,7 @@ def command(model: str, arch: str | None, weights: str | None, images: int, pair
             click.echo(f"{label} ({count}): {value:.5g}")
     click.echo(f"[{table.seconds:.1f}s, {torch.get_num_threads()} threads]")
     if json_path:
-        settings = {"model": model, "arch": arch, "weights": weights, "images": images, "pairs": pairs, "tol": tol,
+        settings = {"model": model, "arch": arch, "weights": model_options["weights"], "images": images,
+                    "pairs": pairs, "tol": tol,
                     "on": on, "seed": seed, "data_dir": data_dir}
         records.write_json(json_path, {"settings": settings, "table": document, "environment": records.environment()})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import click
 from click.core import ParameterSource
 
@@ -34,4 +36,81 @@ seed_option = click.option("--seed", type=int, default=0, show_default=True, hel
 on_option = click.option(
     "--on", "on", type=click.Choice(list(data.SPLITS)), default="train", show_default=True,
     help="Training split: the full set, or the paper's disjoint halves P1 / P2.",
+)
+
+
+# --- your own model and images (one way to name a model: intriguing.models.resolve_model) -----------
+
+MODEL_KEYS = ("weights", "mean", "std", "size", "classes", "device")
+
+
+def _numbers(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, ...] | None:
+    """``0.485,0.456,0.406`` (one number per channel, or one for all) as floats."""
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.replace(" ", "").split(",") if v)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected numbers separated by commas, e.g. 0.485,0.456,0.406; got {value!r}"
+        ) from None
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str | None) -> int | tuple[int, int] | None:
+    """``224`` or ``HxW`` (e.g. ``32x48``) as the network's input size."""
+    if value is None:
+        return None
+    parts = value.lower().split("x")
+    if len(parts) not in (1, 2) or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise click.BadParameter(f"expected a positive size such as 224 or HxW such as 32x48, got {value!r}")
+    return int(parts[0]) if len(parts) == 1 else (int(parts[0]), int(parts[1]))
+
+
+device_option = click.option(
+    "--device", default="cpu", show_default=True, metavar="cpu|cuda[:N]|mps|auto",
+    help="cpu, cuda (or cuda:N), mps, or auto (the best available); a missing device is an error.",
+)
+
+
+def model_options(several: bool = False):
+    """``--weights --mean --std --size --classes --device``, handed to the command as one dict
+    ``model_options`` of :func:`intriguing.models.resolve_model`'s keywords. With ``several`` (commands
+    taking several models) ``--weights`` is given once per model, in their order (``none`` for none)."""
+    weights_help = ("Weights for each MODEL in order (.safetensors, or a .pt/.pth state dict; 'none' for a "
+                    "zoo model's own)" if several else
+                    "Weights: .safetensors, or a .pt/.pth state dict (read with torch.load(weights_only=True)).")
+    options = [
+        click.option("--weights", multiple=several, default=() if several else None, metavar="PATH",
+                     help=weights_help),
+        click.option("--mean", callback=_numbers, default=None, metavar="M[,M,M]",
+                     help="Per-channel mean the network expects, for pixels in [0, 1], e.g. 0.485,0.456,0.406."),
+        click.option("--std", callback=_numbers, default=None, metavar="S[,S,S]",
+                     help="Per-channel std, e.g. 0.229,0.224,0.225."),
+        click.option("--size", callback=_size, default=None, metavar="N|HxW",
+                     help="The network's input size (224 or HxW); images are resized to it, inside the model."),
+        click.option("--classes", type=click.Path(dir_okay=False, exists=True, path_type=str), default=None,
+                     help="Class names, one per line (default: ImageNet's for 1000 classes, else the indices)."),
+        device_option,
+    ]
+
+    def decorate(command):
+        @functools.wraps(command)
+        def bundled(*args, **kwargs):
+            return command(*args, model_options={k: kwargs.pop(k) for k in MODEL_KEYS}, **kwargs)
+
+        for option in reversed(options):
+            bundled = option(bundled)
+        return bundled
+
+    return decorate
+
+
+data_option = click.option(
+    "--data", type=click.Path(exists=True, path_type=str), default=None,
+    help="Images: a folder with one subfolder per class (or a labels.csv of filename,label), or a .npz of "
+         "images and labels; default: MNIST (--data-dir).",
+)
+split_option = click.option(
+    "--split", type=click.Choice(list(data.SPLITS)), default="test", show_default=True,
+    help="MNIST split the examples come from when no --data is given.",
 )

@@ -7,6 +7,7 @@ import time
 import click
 
 from intriguing import paper, records, runner, zoo
+from intriguing.runner.section import FINDING, SANITY
 from intriguing.commands.options import ON_INTERRUPT, data_dir_option
 
 
@@ -43,8 +44,15 @@ def command(preset: str, out: str | None, only: tuple[str, ...], data_dir: str |
     sections = [key.strip() for item in only for key in item.split(",") if key.strip()]
     document = paper.reproduce(preset, out, only=sections or None, data_dir=data_dir, cache=cache, progress=progress,
                                workers=workers, ray_address=ray_address)
-    held = sum(claim["holds"] is True for claim in document["claims"])
-    click.echo(
-        f"{len(document['sections'])} sections in {folder}/ (report.html, report.md, results.json); "
-        f"{held} of {len(document['claims'])} claims of the paper hold [{time.perf_counter() - start:.1f}s]"
-    )
+    click.echo(f"{len(document['sections'])} sections in {folder}/ (report.html, report.md, results.json); "
+               f"{verdict_counts(document['claims'])} [{time.perf_counter() - start:.1f}s]")
+
+
+def verdict_counts(claims: list[dict]) -> str:
+    """The paper's findings by verdict, then the sanity checks: guarantees are not findings."""
+    findings = [c for c in claims if c.get("kind", FINDING) == FINDING]
+    held, failed = (sum(c["holds"] is v for c in findings) for v in (True, False))
+    sane = [c for c in claims if c.get("kind") == SANITY]
+    checks = f"; sanity checks {sum(c['holds'] is True for c in sane)} of {len(sane)} pass" if sane else ""
+    return (f"of the paper's {len(findings)} findings {held} hold, {failed} do not, "
+            f"{len(findings) - held - failed} undecided{checks}")

@@ -9,8 +9,11 @@ import click
 import torch
 from torch import nn
 
-from intriguing import data, records, units, zoo
-from intriguing.commands.options import data_dir_option, seed_option
+from intriguing import records, units, zoo
+from intriguing.commands.inputs import load_data
+from intriguing.commands.options import data_dir_option, data_option, model_options, seed_option
+from intriguing.models import resolve_model
+from intriguing.records import check_writable
 from intriguing.report.figures.units import save_grid, save_purity_distributions
 
 
@@ -55,6 +58,7 @@ def format_study(study: units.UnitStudy) -> list[str]:
 
 @click.command("units")
 @click.argument("model")
+@model_options()
 @click.option("--layer", required=True,
               help="Module name in the model (e.g. 'h1' or 'features'); a wrong name lists the valid ones.")
 @click.option("--k", type=click.IntRange(min=1), default=8, show_default=True, help="Top images per direction.")
@@ -63,20 +67,29 @@ def format_study(study: units.UnitStudy) -> list[str]:
 @seed_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output folder  [default: runs/units/MODEL-LAYER-sSEED]")
+@data_option
 @data_dir_option
-def command(model: str, layer: str, k: int, directions: int, seed: int, out: Path | None, data_dir: str | None) -> None:
-    """Do single units of zoo model MODEL (trained with --seed) look more coherent than random directions?
+def command(model: str, model_options: dict, layer: str, k: int, directions: int, seed: int, out: Path | None,
+            data: str | None, data_dir: str | None) -> None:
+    """Do single units of MODEL (a zoo name trained with --seed, or your own) look more coherent than random
+    directions?
 
-    Ranks the MNIST test images by every unit of layer --layer and by random directions of several
-    laws, scores each direction's top-k by label purity, label entropy and class selectivity, and
-    writes units.json, grid.png (like the paper's Figs 1-2) and purity.png into --out.
+    Ranks the images (--data, default the MNIST test images) by every unit of layer --layer and by random
+    directions of several laws, scores each direction's top-k by label purity, label entropy and class
+    selectivity, and writes units.json, grid.png (like the paper's Figs 1-2) and purity.png into --out.
     """
     start = time.perf_counter()
-    units.find_layer(zoo.build(model), layer)  # a wrong layer name fails now, not after training
-    network = zoo.trained(model, seed=seed, data_dir=data_dir).model
-    images, labels = data.load_mnist("test", data_dir)
-    out = out or Path("runs") / "units" / f"{units.slug(model, layer)}-s{seed}"
-    study = write_study(network, layer, images, labels, out, model_name=model, k=k, directions=directions, seed=seed)
+    if out is not None:
+        check_writable(out, "--out folder")
+    if model in zoo.names():
+        units.find_layer(zoo.build(model), layer)  # a wrong layer name fails now, not after training
+    loaded = resolve_model(model, **model_options, seed=seed, data_dir=data_dir)
+    units.find_layer(loaded.network, layer)  # the error lists the network's own layer names
+    dataset = load_data(loaded, data, split="test", data_dir=data_dir)
+    name = Path(model).name
+    out = out or Path("runs") / "units" / f"{units.slug(name, layer)}-s{seed}"
+    study = write_study(loaded.model, f"network.{layer}", dataset.images, dataset.labels, out, model_name=name,
+                        k=k, directions=directions, seed=seed)
     for line in format_study(study):
         click.echo(line)
     click.echo(f"wrote {out / 'units.json'}, {out / 'grid.png'}, {out / 'purity.png'} "

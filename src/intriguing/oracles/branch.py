@@ -8,6 +8,11 @@ so every node's relaxation is a convex QP, solved here to optimality by an inter
 (clarabel). Branching fixes one ReLU's phase (active: ``a = z >= 0``; inactive: ``a = 0 >= z``), the
 node with the smallest bound is expanded first, and the tree stops when the incumbent is within the
 relative ``gap`` of the smallest open bound: the same MIP, solved with exact node bounds.
+
+Before its QP, every node is re-bounded by CROWN with its splits over the ball of the incumbent's
+radius (as BaBSR and beta-CROWN do, Bunel et al. 2020, Wang et al. 2021): later layers' triangles
+tighten and nodes where another class provably wins are pruned without a QP. The incumbent starts
+at the attack's point and is polished by region QPs (:meth:`_Incumbent.polish`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import scipy.sparse as sp
 import torch
 
 from intriguing.oracles.network import Chain
-from intriguing.oracles.propagation import Bounds, Domain
+from intriguing.oracles.propagation import Bounds, Domain, margin_lower_bounds, split_bounds
 
 _SOLVED = {clarabel.SolverStatus.Solved, clarabel.SolverStatus.AlmostSolved}
 ACTIVE, INACTIVE, OPEN = 1, -1, 0
@@ -60,7 +65,8 @@ class _Relaxation:
     """Builds and solves the node QP; the rows shared by every node are assembled once."""
 
     def __init__(self, chain: Chain, domain: Domain, hidden: Bounds, target: int, margin: float):
-        self.chain, self.hidden = chain, [(lo.numpy(), hi.numpy()) for lo, hi in hidden]
+        self.chain, self.hidden = chain, [(lo.numpy().copy(), hi.numpy().copy()) for lo, hi in hidden]
+        self.target, self.margin_slack = target, -margin + 1e-9  # prune when max_j (logit_j - logit_t) > -margin
         self.lay = lay = _Layout(chain)
         self.x0 = domain.x0.numpy()
         eq_rows, eq_rhs = [], []  # z_k - W_k h_{k-1} = b_k
@@ -82,24 +88,25 @@ class _Relaxation:
         self.P = sp.diags(np.r_[np.full(lay.m, 2.0), np.zeros(lay.size - lay.m)]).tocsc()
         self.q = np.r_[-2.0 * self.x0, np.zeros(lay.size - lay.m)]
 
-    def phases(self, k: int, fixed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Effective phases of layer ``k``: stable neurons from the bounds, the others as branched."""
-        lo, hi = self.hidden[k]
+    def phases(self, k: int, fixed: np.ndarray, hidden=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Effective phases of layer ``k``: stable neurons from the bounds (the node's, else the root's), the others as branched."""
+        lo, hi = (hidden or self.hidden)[k]
         return np.where(lo >= 0, ACTIVE, np.where(hi <= 0, INACTIVE, fixed)), lo, hi
 
-    def _box(self) -> tuple[np.ndarray, np.ndarray]:
+    def _box(self, hidden) -> tuple[np.ndarray, np.ndarray]:
         """Variable bounds: the domain's box for ``x``, the layer bounds for ``z_k``, ``[0, max(u, 0)]`` for ``h_k``."""
-        lows = np.concatenate([self.domain.low.numpy()] + [np.r_[lo, np.zeros_like(lo)] for lo, _ in self.hidden])
-        highs = np.concatenate([self.domain.high.numpy()] + [np.r_[hi, np.maximum(hi, 0)] for _, hi in self.hidden])
+        lows = np.concatenate([self.domain.low.numpy()] + [np.r_[lo, np.zeros_like(lo)] for lo, _ in hidden])
+        highs = np.concatenate([self.domain.high.numpy()] + [np.r_[hi, np.maximum(hi, 0)] for _, hi in hidden])
         return lows, highs
 
-    def _constraints(self, fixed: list[np.ndarray]) -> tuple[sp.csc_matrix, np.ndarray, int]:
+    def _constraints(self, fixed: list[np.ndarray], hidden=None) -> tuple[sp.csc_matrix, np.ndarray, int]:
         """``(A, b, n_eq)`` for clarabel's ``A v + s = b``: the first ``n_eq`` rows equalities, the rest ``<=``."""
         eq, eq_rhs = [self.equalities[0]], [self.equalities[1]]
         ineq, ineq_rhs = [self.classes[0]], [self.classes[1]]
-        lows, highs = self._box()
+        hidden = hidden or self.hidden
+        lows, highs = self._box(hidden)
         for k, phase_k in enumerate(fixed):
-            phase, lo, hi = self.phases(k, phase_k)
+            phase, lo, hi = self.phases(k, phase_k, hidden)
             z, h = self.lay.z[k], self.lay.h[k]
             on, off, open_ = phase == ACTIVE, phase == INACTIVE, phase == OPEN
             highs[h[off]] = 0.0  # inactive: h = 0 and z <= 0
@@ -116,9 +123,9 @@ class _Relaxation:
         A = sp.vstack(eq + ineq + [sp.identity(n), -sp.identity(n)]).tocsc()
         return A, np.concatenate(eq_rhs + ineq_rhs + [highs, -lows]), sum(e.shape[0] for e in eq)
 
-    def solve(self, fixed: list[np.ndarray]) -> tuple[float, np.ndarray] | None:
+    def solve(self, fixed: list[np.ndarray], hidden=None) -> tuple[float, np.ndarray] | None:
         """The node QP's optimum ``(||x - x0||^2, variables)``, or None if the node is infeasible."""
-        A, b, n_eq = self._constraints(fixed)
+        A, b, n_eq = self._constraints(fixed, hidden)
         cones = [clarabel.ZeroConeT(n_eq), clarabel.NonnegativeConeT(A.shape[0] - n_eq)]
         solution = _clarabel(self.P, self.q, A, b, cones)
         if solution is None:
@@ -126,7 +133,19 @@ class _Relaxation:
         value = min(solution.obj_val, solution.obj_val_dual) + float(self.x0 @ self.x0)
         return max(value, 0.0), np.asarray(solution.x)
 
-    def tighten(self, radius: float) -> None:
+    def node_bounds(self, fixed: list[np.ndarray], radius: float) -> list | None:
+        """CROWN bounds inside a node (:func:`~intriguing.oracles.propagation.split_bounds`) over the ball of ``radius``, or None.
+
+        None also when bound propagation proves some class beats the target everywhere in the node.
+        """
+        domain = Domain(self.domain.x0, self.domain.low, self.domain.high, min(self.domain.radius, radius * (1 + 1e-9)))
+        base = [(torch.from_numpy(lo), torch.from_numpy(hi)) for lo, hi in self.hidden]
+        bounds = split_bounds(self.chain, domain, base, [torch.from_numpy(f.astype(np.int64)) for f in fixed])
+        if bounds is None or (margin_lower_bounds(self.chain, self.target, bounds, domain) > self.margin_slack).any():
+            return None
+        return [(lo.numpy(), hi.numpy()) for lo, hi in bounds]
+
+    def tighten(self, radius: float, deadline: float = math.inf) -> None:
         """Optimisation-based bound tightening (Tjeng et al. 2019, Sec. 4.2) of layers ``k >= 1``.
 
         Each unstable neuron's ``z`` is minimised and maximised over the relaxation, the class
@@ -144,6 +163,8 @@ class _Relaxation:
                      clarabel.SecondOrderConeT(m + 1)]
             lo, hi = self.hidden[k]
             for j in np.flatnonzero((lo < 0) & (hi > 0)):
+                if time.perf_counter() > deadline:
+                    return
                 for sign in (1.0, -1.0):
                     q = np.zeros(n)
                     q[self.lay.z[k][j]] = sign
@@ -156,11 +177,11 @@ class _Relaxation:
                     else:
                         hi[j] = min(hi[j], -value)
 
-    def violations(self, v: np.ndarray, fixed: list[np.ndarray]) -> list[np.ndarray]:
+    def violations(self, v: np.ndarray, fixed: list[np.ndarray], hidden=None) -> list[np.ndarray]:
         """Per layer, how far each open neuron's relaxed ``h`` lies above ``relu(z)`` (0 where decided)."""
         out = []
         for k, phase_k in enumerate(fixed):
-            phase, _, _ = self.phases(k, phase_k)
+            phase, _, _ = self.phases(k, phase_k, hidden)
             gap = v[self.lay.h[k]] - np.maximum(v[self.lay.z[k]], 0.0)
             out.append(np.where(phase == OPEN, gap, 0.0))
         return out
@@ -183,36 +204,39 @@ def _pairs(n: int, first: np.ndarray, second: np.ndarray, a: float, b) -> sp.csr
 
 def branch_and_bound(chain: Chain, domain: Domain, hidden: Bounds, target: int, *, margin: float = 0.0,
                      start: torch.Tensor | None = None, time_limit: float = 60.0, gap: float = 1e-4,
-                     tolerance: float = 1e-7, tighten: bool = True) -> Outcome:
+                     tolerance: float = 1e-7, tighten: float = 0.25) -> Outcome:
     """Best-first branch and bound on ReLU phases; see the module docstring.
 
-    ``start`` (m,) is a known adversarial point (the attack's), the first incumbent. A node whose
-    relaxed solution satisfies every ReLU (within ``tolerance``) is solved exactly and not split.
+    ``start`` (m,) is a known adversarial point (the attack's): the first incumbent, improved by a
+    local search over neighbouring linear regions (:func:`_polish`). ``tighten`` is the fraction of
+    ``time_limit`` the root's optimisation-based bound tightening may use (0: none). Every node is
+    re-bounded by CROWN with its splits over the ball of the incumbent's radius (pruned at once if
+    another class provably wins there), then bounded exactly by its QP. A node whose relaxed solution
+    satisfies every ReLU (within ``tolerance``) is solved exactly and not split.
     """
     began = time.perf_counter()
     relax = _Relaxation(chain, domain, hidden, target, margin)
-    best_sq, best = math.inf, None
-    if start is not None and _wins(chain, start.numpy(), target, margin):
-        best_sq, best = float(((start - domain.x0) ** 2).sum()), start.numpy()
-    if tighten:
-        relax.tighten(min(domain.radius, math.sqrt(best_sq)))
+    incumbent = _Incumbent(chain, relax, target, margin - tolerance)
+    if start is not None:
+        incumbent.offer(start.numpy())
+        incumbent.polish(start.numpy(), began + 0.1 * time_limit)
+    if tighten and domain.radius < math.inf:
+        relax.tighten(min(domain.radius, math.sqrt(incumbent.sq)), deadline=began + tighten * time_limit)
     root = [np.zeros(w.shape[0], dtype=np.int8) for w in chain.weights[:-1]]
     heap, counter, nodes, closed = [(0.0, 0, root)], 1, 0, False
-    while heap and not closed and time.perf_counter() - began <= time_limit:
-        closed = heap[0][0] >= best_sq * (1 - gap)
+    while heap and time.perf_counter() - began <= time_limit:
+        closed = heap[0][0] >= incumbent.sq * (1 - gap)
         if closed:
             break
         _, _, fixed = heapq.heappop(heap)
         nodes += 1
-        solved = relax.solve(fixed)
-        if solved is None or solved[0] >= best_sq * (1 - gap):
+        bounds = relax.node_bounds(fixed, math.sqrt(incumbent.sq))
+        solved = None if bounds is None else relax.solve(fixed, bounds)
+        if solved is None or solved[0] >= incumbent.sq * (1 - gap):
             continue
         value, v = solved
-        x = np.clip(v[: relax.lay.m], domain.low.numpy(), domain.high.numpy())
-        sq = float(((x - relax.x0) ** 2).sum())
-        if sq < best_sq and _wins(chain, x, target, margin - tolerance):
-            best_sq, best = sq, x
-        choice = _branching_neuron(relax.violations(v, fixed), tolerance)
+        incumbent.offer(v[: relax.lay.m])
+        choice = _branching_neuron(relax.violations(v, fixed, bounds), tolerance)
         if choice is None:
             continue  # the relaxation is exact here: its optimum is this node's optimum
         for phase in (ACTIVE, INACTIVE):
@@ -220,11 +244,64 @@ def branch_and_bound(chain: Chain, domain: Domain, hidden: Bounds, target: int, 
             child[choice[0]][choice[1]] = phase
             heapq.heappush(heap, (value, counter, child))
             counter += 1
+    best_sq = incumbent.sq
     lower = min(heap[0][0], best_sq) if heap else best_sq
     status = "optimal" if closed or not heap else "timelimit"
-    if best is None and status == "optimal":
+    if incumbent.point is None and status == "optimal":
         status, lower = "infeasible", math.inf
-    return Outcome(status, best, best_sq, lower, nodes, time.perf_counter() - began, relax.hidden)
+    return Outcome(status, incumbent.point, best_sq, lower, nodes, time.perf_counter() - began, relax.hidden)
+
+
+class _Incumbent:
+    """The best adversarial point known and a local search that improves it."""
+
+    def __init__(self, chain: Chain, relax: _Relaxation, target: int, margin: float):
+        self.chain, self.relax, self.target, self.margin = chain, relax, target, margin
+        self.low, self.high = relax.domain.low.numpy(), relax.domain.high.numpy()
+        self.sq, self.point = math.inf, None
+
+    def offer(self, x: np.ndarray) -> bool:
+        """Keep ``x`` (clipped to the box) if the target wins there and it is closer than the incumbent."""
+        x = np.clip(x, self.low, self.high)
+        sq = float(((x - self.relax.x0) ** 2).sum())
+        if sq < self.sq and _wins(self.chain, x, self.target, self.margin):
+            self.sq, self.point = sq, x
+            return True
+        return False
+
+    def polish(self, x: np.ndarray, deadline: float, rounds: int = 4, flips: int = 6) -> None:
+        """Local search over linear regions: the closest point of ``x``'s region (a convex QP), then of its neighbours.
+
+        Inside one activation pattern the network is affine, so the closest target point there is a
+        QP. The optimum of the whole problem lies in some region's closure; the attack's point is
+        usually in (or next to) it, so the region QP and a few flips of the neurons its solution
+        leaves at zero reach the optimum far sooner than the tree would.
+        """
+        pattern = self._pattern(x)
+        for _ in range(rounds):
+            solved = self.relax.solve(pattern)
+            if solved is None or time.perf_counter() > deadline:
+                return
+            z = [solved[1][idx] for idx in self.relax.lay.z]
+            self.offer(solved[1][: self.relax.lay.m])
+            tight = sorted((abs(zk[j]), k, j) for k, zk in enumerate(z)
+                           for j in np.flatnonzero((self.relax.hidden[k][0] < 0) & (self.relax.hidden[k][1] > 0)))[:flips]
+            best, improved = None, False
+            for _, k, j in tight:
+                trial = [p.copy() for p in pattern]
+                trial[k][j] = -trial[k][j]
+                found = self.relax.solve(trial)
+                if found is not None and self.offer(found[1][: self.relax.lay.m]):
+                    best, improved = trial, True
+                if time.perf_counter() > deadline:
+                    return
+            if not improved:
+                return
+            pattern = best
+
+    def _pattern(self, x: np.ndarray) -> list[np.ndarray]:
+        pre = self.chain.pre_activations(torch.from_numpy(np.asarray(x, dtype=np.float64))[None])[:-1]
+        return [np.where(z[0].numpy() > 0, ACTIVE, INACTIVE).astype(np.int8) for z in pre]
 
 
 def _branching_neuron(violations: list[np.ndarray], tolerance: float) -> tuple[int, int] | None:

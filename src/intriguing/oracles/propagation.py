@@ -192,3 +192,30 @@ def margin_lower_bounds(chain: Chain, target: int, bounds: Bounds, domain: Domai
     out = torch.full((k,), -math.inf, dtype=torch.float64)
     out[others] = backward_lower(chain, len(chain.weights) - 1, spec, bounds, domain)
     return out
+
+
+def split_bounds(chain: Chain, domain: Domain, base: Bounds, phases: list[torch.Tensor]) -> Bounds | None:
+    """Bounds on every hidden layer inside one branch-and-bound node, or None if the node is empty.
+
+    ``phases[k]`` holds 1 (active: ``z >= 0``), -1 (inactive: ``z <= 0``) or 0 (open) per neuron of
+    layer ``k``; ``base`` are bounds valid on the whole domain. A fixed neuron is linear inside the
+    node, so re-running CROWN through it tightens every later layer, as in the branch and bound of
+    BaBSR and beta-CROWN (Bunel et al. 2020; Wang et al. 2021), which rebound after every split.
+    Only neurons still unstable are re-bounded (the others cannot gain).
+    """
+    out: Bounds = []
+    for k in range(len(chain.activations)):
+        lo, hi = base[k][0].clone(), base[k][1].clone()
+        open_ = ((lo < 0) & (hi > 0)).nonzero().squeeze(1)
+        if k > 0 and len(open_):
+            rows = torch.zeros(len(open_), len(lo), dtype=torch.float64)
+            rows[torch.arange(len(open_)), open_] = 1.0
+            both = backward_lower(chain, k, torch.cat([rows, -rows]), out, domain)
+            lo[open_] = torch.maximum(lo[open_], both[: len(open_)])
+            hi[open_] = torch.minimum(hi[open_], -both[len(open_):])
+        lo = torch.where(phases[k] > 0, lo.clamp(min=0), lo)
+        hi = torch.where(phases[k] < 0, hi.clamp(max=0), hi)
+        if (lo > hi + 1e-9).any():
+            return None
+        out.append((lo, torch.maximum(hi, lo)))
+    return out

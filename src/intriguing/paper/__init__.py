@@ -16,7 +16,8 @@ from intriguing.runner import Context, Section, backends
 
 # Module names under intriguing.paper.sections, in run and report order (a section's needs come first).
 SECTION_MODULES: tuple[str, ...] = (
-    "units", "table1", "table2", "table3", "table4", "table5", "adversarial_training", "deviations",
+    "units", "table1", "table2", "table3", "table4", "table5", "fig5", "adversarial_training", "deviations",
+    "exactness", "lipschitz_gap",
 )
 
 

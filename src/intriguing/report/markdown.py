@@ -116,8 +116,8 @@ def _banners(document: dict[str, Any], ctx: Any) -> list[str]:
         found.append(f"> **{UNJUDGED_PRESETS[ctx.preset]}.**")
     dataset = dataset_name(ctx.data_dir)
     if dataset != "MNIST":
-        found.append(f"> **Dataset: {dataset}** (from `{data.resolve_data_dir(ctx.data_dir)}`). The paper's numbers are "
-                     "MNIST's: they "
+        found.append(f"> **Dataset: {dataset}** (from `{data.resolve_data_dir(ctx.data_dir)}`). The paper's "
+                     "numbers are MNIST's: they "
                      "are shown as context, not as the reference, and the claims are judged on this dataset's "
                      "own numbers.")
     return found

@@ -32,8 +32,8 @@ from intriguing.paper.tables import paper
 from intriguing.report import cell, header, number, table
 from intriguing.report.markdown import marks_differences
 from intriguing.runner import Context, preset_settings, work
-from intriguing.stats import CONFIDENCE
-from intriguing.transfer import AdversarialSet, TransferTable, amplified_rows, noise_rows, transfer_table
+from intriguing.stats import CONFIDENCE, wilson_interval
+from intriguing.transfer import TENSORS, AdversarialSet, predictions
 from intriguing.versions import code_version
 
 TARGET_RULE = (
@@ -116,13 +116,28 @@ DISTORTION_COLUMNS = ("av_min_distortion", "av_distortion", "min_av_distortion")
 
 @dataclass
 class Prepared:
-    """An experiment ready to tabulate: trained models, the attacked examples and their adversarial sets."""
+    """An experiment ready to tabulate: trained models, the drawn examples and their adversarial sets.
+
+    ``adversarial`` covers every drawn example; ``correct[column]`` marks those the column's model
+    classifies correctly, the only ones its statistics count (:meth:`attacked`), as the ``attack``
+    command does: an example the model already gets wrong needs no perturbation to fool it.
+    """
 
     models: dict[str, nn.Module]
     x: torch.Tensor
     y: torch.Tensor
     adversarial: dict[str, AdversarialSet]
+    correct: dict[str, torch.Tensor]
     protocol: dict[str, Any]
+
+    def attacked(self, column: str) -> AdversarialSet:
+        """``column``'s adversarial set over the examples its model classifies correctly."""
+        return subset(self.adversarial[column], self.correct[column])
+
+
+def subset(adversarial: AdversarialSet, keep: torch.Tensor) -> AdversarialSet:
+    """The examples of ``adversarial`` where the boolean mask ``keep`` is true."""
+    return AdversarialSet(**{name: getattr(adversarial, name)[keep] for name in TENSORS}, config=adversarial.config)
 
 
 def prepare(ctx: Context, s: TransferSettings, experiment: TransferExperiment, share: float) -> Prepared:
@@ -138,7 +153,8 @@ def prepare(ctx: Context, s: TransferSettings, experiment: TransferExperiment, s
     models, cache_keys = _train(ctx, specs, share / 2)
     x, y, _ = work.chosen_examples(experiment.attacked_split, s.examples, s.seed, ctx.data_dir)
     adversarial = _attack(ctx, s, experiment, specs, cache_keys, len(x), share)
-    return Prepared(models, x, y, adversarial, _protocol(s, experiment, adversarial))
+    correct = {column: predictions(model, x) == y for column, model in models.items()}
+    return Prepared(models, x, y, adversarial, correct, _protocol(s, experiment, adversarial, correct))
 
 
 def _attack(ctx: Context, s: TransferSettings, experiment: TransferExperiment, specs: Mapping[str, work.TrainModel],
@@ -168,11 +184,17 @@ def _attack(ctx: Context, s: TransferSettings, experiment: TransferExperiment, s
     return found
 
 
-def _protocol(s: TransferSettings, experiment: TransferExperiment,
-              adversarial: Mapping[str, AdversarialSet]) -> dict[str, Any]:
-    """What a reader needs to judge the tables: sample, targets, seeds, attack, training, intervals."""
+def _protocol(s: TransferSettings, experiment: TransferExperiment, adversarial: Mapping[str, AdversarialSet],
+              correct: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """What a reader needs to judge the tables: sample, targets, seeds, attack, training, intervals.
+
+    ``n_attacked`` examples are drawn; each model's statistics count the ones it classifies
+    correctly (``n_counted``), and ``dropped`` is the share it misclassifies (left out).
+    """
     return {
         "n_attacked": len(next(iter(adversarial.values()))),
+        "n_counted": {c: int(keep.sum()) for c, keep in correct.items()},
+        "dropped": {c: wilson_interval(int((~keep).sum()), len(keep)) for c, keep in correct.items()},
         "attacked_split": experiment.attacked_split,
         "target_rule": TARGET_RULE,
         "seeds": {"models": experiment.seeds(s.seed), "examples": s.seed, "targets": s.seed, "noise": s.seed},
@@ -181,7 +203,7 @@ def _protocol(s: TransferSettings, experiment: TransferExperiment,
                      "models": {c: [n, on] for c, n, on in experiment.models}},
         "error_examples": s.error_examples,
         "intervals": f"{100 * CONFIDENCE:.0f}% Wilson score intervals for rates, Student-t for mean distortions",
-        "attack_success": {c: a.success_rate() for c, a in adversarial.items()},
+        "attack_success": {c: subset(a, correct[c]).success_rate() for c, a in adversarial.items()},
     }
 
 
@@ -227,24 +249,6 @@ def clean_examples(ctx: Context, s: TransferSettings, split: str) -> tuple[torch
     """The split's images and labels on which clean errors are measured (all, or the first ``error_examples``)."""
     images, labels = data.load_mnist(split, ctx.data_dir)
     return images[: s.error_examples], labels[: s.error_examples]
-
-
-def transfer_result(ctx: Context, s: TransferSettings, experiment: TransferExperiment, noise: Sequence[float],
-                    amplify_to: float | None) -> tuple[Prepared, TransferTable]:
-    """Tables 2 and 4: the experiment's adversarial sets and controls fed to all its models."""
-    prepared = prepare(ctx, s, experiment, share=0.8)
-    ctx.stage("feed every row to every model", 0.85)
-    adversarial = {column: a.adversarial for column, a in prepared.adversarial.items()}
-    rows = dict(adversarial)
-    rows.update(noise_rows(prepared.x, noise, s.seed))
-    if amplify_to is not None:
-        rows.update(amplified_rows(prepared.x, adversarial, amplify_to))
-    return prepared, transfer_table(prepared.models, rows, prepared.x, prepared.y)
-
-
-def in_paper_order(key: str, rows: dict[str, Any]) -> dict[str, Any]:
-    """``rows`` ordered as the paper's table ``key`` lists them (the paper interleaves noise and amplified rows)."""
-    return {name: rows[name] for name in paper(key)["rows"]}
 
 
 # --- rendering ----------------------------------------------------------------------------------------------
@@ -308,9 +312,15 @@ def protocol_note(result: dict[str, Any]) -> str:
              else f"quick training: limit {training['limit']}, overrides {training['overrides']}")
     errors = ("whole splits" if result["error_examples"] is None
               else f"the first {result['error_examples']} images of each split")
-    return (f"<small>*Protocol.* N = {result['n_attacked']} {result['attacked_split']} examples attacked per "
-            f"model; {result['target_rule']}; seed {result['seeds']['examples']}; models: {scale}; clean errors on "
-            f"{errors}. Attack success: {success}. Intervals: {result['intervals']}.</small>")
+    dropped = ", ".join(f"{c} {number(e['value'], 'rate')}" for c, e in result.get("dropped", {}).items())
+    counted = (f" Each model's numbers count only the examples it classifies correctly; dropped (misclassified): "
+               f"{dropped}." if dropped else "")
+    seeds = result["seeds"]["models"]
+    models = ", ".join(f"{c} {v}" for c, v in seeds.items()) if isinstance(seeds, dict) else seeds
+    return (f"<small>*Protocol.* N = {result['n_attacked']} {result['attacked_split']} examples drawn per "
+            f"model; {result['target_rule']}; example seed {result['seeds']['examples']}; initialisation seeds: "
+            f"{models}; models: {scale}; clean errors on {errors}.{counted} Attack success: {success}. Intervals: "
+            f"{result['intervals']}.</small>")
 
 
 # --- claims -------------------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ def run(ctx: Context, s: Any, _: dict) -> dict[str, Any]:
     train, test = (clean_examples(ctx, s, split) for split in ("train", "test"))
     rows = {
         column: {"train_error": error_estimate(model, *train), "test_error": error_estimate(model, *test),
-                 "av_min_distortion": prepared.adversarial[column].mean_distortion()}
+                 "av_min_distortion": prepared.attacked(column).mean_distortion()}
         for column, model in prepared.models.items()
     }
     return {"columns": list(paper(KEY)["columns"]), "rows": rows, **prepared.protocol}

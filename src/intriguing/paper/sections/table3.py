@@ -27,7 +27,7 @@ def run(ctx: Context, s: Any, _: dict) -> dict[str, Any]:
         model = prepared.models[column]
         rows[f"{column} (trained on {on})"] = {
             **{key: error_estimate(model, *split) for key, split in splits.items()},
-            "min_av_distortion": prepared.adversarial[column].mean_distortion(),
+            "min_av_distortion": prepared.attacked(column).mean_distortion(),
         }
     return {"columns": list(paper(KEY)["columns"]), "rows": rows, **prepared.protocol}
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from intriguing.paper.sections._transfer import (CROSS_TRAINING_SET, SETTINGS, comparison, in_paper_order,
-                                                 protocol_note, transfer_result)
+from intriguing.paper.sections._tabulate import in_paper_order, matched_row, noise_seeds, transfer_result
+from intriguing.paper.sections._transfer import CROSS_TRAINING_SET, SETTINGS, comparison, protocol_note
 from intriguing.paper.tables import paper
 from intriguing.paper.verdicts import all_positive, gap, listed, undecided_note
 from intriguing.runner import Claim, Context, Section
@@ -32,17 +32,19 @@ def row_name(row: str) -> str:
 
 def run(ctx: Context, s: Any, _: dict) -> dict[str, Any]:
     """Table 4: cross-training-set generalization on test examples, noise rows and amplified rows."""
-    prepared, transferred = transfer_result(ctx, s, CROSS_TRAINING_SET, NOISE, AMPLIFIED)
+    prepared, transferred = transfer_result(ctx, s, CROSS_TRAINING_SET, NOISE, AMPLIFIED, matched=NOISE)
     return {"columns": list(paper(KEY)["columns"]),
             "rows": in_paper_order(KEY, {row_name(row): cells for row, cells in transferred.rows.items()}),
             "row_distortion": in_paper_order(KEY, {row_name(row): d for row, d in transferred.distortion.items()}),
-            "noise_seeds": {gaussian_row(sd): s.seed + i for i, sd in enumerate(NOISE)},
+            "noise_seeds": noise_seeds(NOISE, NOISE, s.seed),
             **prepared.protocol}
 
 
 def render(result: dict[str, Any], ctx: Context) -> str:
     return "\n\n".join([
-        "Adversarial examples made on the test set for each model (rows) fed to the three models; the paper's row "
+        "Adversarial examples made on the test set for each model (rows; each counts the examples its model "
+        "classifies correctly) fed to the three models; noise rows below the paper's are scaled to a realised RMS "
+        "equal to the stated value (the claims use them); the paper's row "
         "names carry its own average distortion (noise and amplified rows: the nominal stddev); ours, realised after "
         "clipping to [0, 1], is in the last column.",
         comparison(result, KEY, ctx, {"mean distortion, RMS (ours)": result["row_distortion"]}), protocol_note(result)])
@@ -53,23 +55,31 @@ def claims(result: dict[str, Any]) -> list[Claim]:
     models = result["columns"]
     adversarial = {m: row_name(m) for m in models}
     amplified = {m: row_name(amplified_row(m, AMPLIFIED)) for m in models}
-    small, same = (row_name(gaussian_row(sd)) for sd in NOISE)
+    small, same = (_noise_row(result, sd) for sd in NOISE)
     pairs = [(r, c) for r in models for c in models if r != c]
     cells = result["rows"]
     weaker = {f"{r} on {c}": gap(cells[adversarial[r]][r], cells[adversarial[r]][c]) for r, c in pairs}
     present = {f"{r} on {c}": gap(cells[adversarial[r]][c], cells[small][c]) for r, c in pairs}
     stronger = {f"{r} on {c}": gap(cells[amplified[r]][c], cells[adversarial[r]][c]) for r, c in pairs}
     beyond = {f"{r} on {c}": gap(cells[amplified[r]][c], cells[same][c]) for r, c in pairs}
-    rms = {row: result["row_distortion"][row]["value"] for row in (small, same)}
+    rms = {row: result["row_distortion"][row]["value"] for row in (small, same, *amplified.values())}
+    amplified_rms = ", ".join(f"{rms[amplified[m]]:.3f}" for m in models)
     return [
         _claim("Adversarial examples transfer to models trained on another training set, weaker but present: "
-               f"every off-diagonal cell is below its row's diagonal and above Gaussian noise of nominal stddev "
-               f"{NOISE[0]:g} (realised RMS {rms[small]:.3f} after clipping) in its column",
+               f"every off-diagonal cell is below its row's diagonal and above Gaussian noise of realised RMS "
+               f"{rms[small]:.3f} after clipping (the paper's row: stddev {NOISE[0]:g}) in its column",
                {"diagonal − off-diagonal": weaker, "off-diagonal − noise": present}),
-        _claim(f"Perturbations amplified to RMS {AMPLIFIED:g} transfer strongly: every off-diagonal cell is above "
-               f"the unamplified row's and above Gaussian noise of nominal stddev {NOISE[1]:g} (realised RMS "
-               f"{rms[same]:.3f}) in its column", {"amplified − unamplified": stronger, "amplified − noise": beyond}),
+        _claim(f"Perturbations amplified to RMS {AMPLIFIED:g} (realised after clipping: {amplified_rms}) transfer "
+               "strongly: every off-diagonal cell is above the unamplified row's and above Gaussian noise of "
+               f"realised RMS {rms[same]:.3f} (the paper's row: stddev {NOISE[1]:g}) in its column",
+               {"amplified − unamplified": stronger, "amplified − noise": beyond}),
     ]
+
+
+def _noise_row(result: dict[str, Any], stddev: float) -> str:
+    """The matched noise row of size ``stddev`` (realised RMS), or the nominal one in results without it."""
+    matched = row_name(matched_row(stddev))
+    return matched if matched in result["rows"] else row_name(gaussian_row(stddev))
 
 
 def _claim(statement: str, groups: dict[str, dict[str, Any]]) -> Claim:

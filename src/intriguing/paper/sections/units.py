@@ -136,7 +136,8 @@ def _render(result: dict[str, Any], ctx: Context) -> str:
 coherent than those that most activate a random direction: the space, not the unit, carries meaning.
 
 **Ours.** For every unit and for {settings['directions']} random directions per law (each with both signs)
-we take the top-{settings['k']} of {settings['images'] or "all 10,000"} {dataset_name(ctx.data_dir)} test images by `<phi(x), d>`, and
+we take the top-{settings['k']} of {settings['images'] or "all 10,000"} {dataset_name(ctx.data_dir)} test images
+by `<phi(x), d>`, and
 score each direction by the label purity and label entropy of its top-k and by the class-selectivity index
 of its projection over all images (Morcos et al. 2018, projection shifted to minimum 0). Laws: *gaussian*
 (isotropic in activation space, the paper's), *whitened* (isotropic after centring and whitening the
@@ -147,7 +148,8 @@ two-sided permutation p-value. Constant (dead) units are left out (per layer, al
 the purity CI excludes 0 and p < 0.05; each row is one test, so read p near 0.05 with care. The paper's
 claim ("no more coherent") is tested as equivalence: it holds for a layer only if units are significantly
 less coherent, or if two one-sided tests (TOST: the 90% bootstrap interval inside ±{MARGIN:g}) show the
-purity difference to be smaller than the margin of ±{MARGIN:g} purity ({MARGIN * settings['k']:g} of {settings['k']} images).
+purity difference to be smaller than the margin of ±{MARGIN:g} purity ({MARGIN * settings['k']:g} of
+{settings['k']} images).
 
 {_verdict_table(trained)}
 
