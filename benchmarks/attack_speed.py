@@ -40,6 +40,12 @@ def timed(record: dict):
     record["wall"], record["cpu"] = time.perf_counter() - wall, time.process_time() - cpu
 
 
+def trained(name: str):
+    """The zoo's trained model in eval mode (``zoo.trained`` returns a record holding it)."""
+    found = zoo.trained(name)
+    return getattr(found, "model", found).eval()
+
+
 def examples(model, n: int, seed: int = 0):
     """The first ``n`` test images the model classifies correctly, with seeded random targets != label."""
     x, y = data.load_mnist("test")
@@ -92,7 +98,7 @@ def older_toolkit_attack(model, x, target, epsilon=1e-5, maxiter=150, memory=15)
 
 
 def speed(n: int, reference_n: int, batch_size: int) -> None:
-    model = zoo.trained("FC100-100-10")
+    model = trained("FC100-100-10")
     x, _, target = examples(model, n)
     print(f"\n== 1. Speed: FC100-100-10, {len(x)} test examples, random targets ==")
     ours_time: dict = {}
@@ -134,7 +140,7 @@ def speed(n: int, reference_n: int, batch_size: int) -> None:
 
 
 def exactness(n: int, batch_size: int) -> None:
-    model = zoo.trained("FC10(1e-4)")
+    model = trained("FC10(1e-4)")
     x, _, target = examples(model, n)
     print(f"\n== 2. Exactness: FC10(1e-4), {len(x)} test examples, random targets, against the exact QP ==")
     ours = LBFGS(batch_size=batch_size)(model, x, target=target)
@@ -150,7 +156,7 @@ def exactness(n: int, batch_size: int) -> None:
 def untargeted(n: int, batch_size: int) -> None:
     import foolbox
 
-    model = zoo.trained("FC100-100-10")
+    model = trained("FC100-100-10")
     x, y, _ = examples(model, n)
     print(f"\n== 3. Untargeted: FC100-100-10, {len(x)} test examples, against foolbox {foolbox.__version__} ==")
     fmodel = foolbox.PyTorchModel(model, bounds=(0, 1))

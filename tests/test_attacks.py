@@ -263,8 +263,8 @@ def test_bad_input_raises_one_clear_error_naming_the_argument(make_call, names):
 
 
 def test_named_configs_are_the_papers_the_pools_and_the_refined_attack():
-    assert LBFGSConfig.paper() == LBFGSConfig(refine=False)
-    assert LBFGSConfig.pool() == LBFGSConfig(refine=False, max_solves=8, c_rtol=0.1)
+    assert LBFGSConfig.paper() == LBFGSConfig(refine=False, stall_rtol=0.0)
+    assert LBFGSConfig.pool() == LBFGSConfig(refine=False, max_solves=8, c_rtol=0.1, stall_rtol=0.0)
     assert LBFGSConfig.refined() == LBFGSConfig()
     variant = dataclasses.replace(LBFGSConfig.paper(), max_solves=10, max_iter=50)
     assert (variant.refine, variant.max_solves, variant.max_iter) == (False, 10, 50)
@@ -273,11 +273,12 @@ def test_named_configs_are_the_papers_the_pools_and_the_refined_attack():
     # Recorded as before: the method, the solver's settings, refine_steps 0 when refine is off.
     assert LBFGSConfig.paper().to_dict() == {
         "method": "LBFGS", "bounds": [0.0, 1.0], "initial_c": None, "c_factor": 10.0, "c_rtol": 0.01,
-        "max_solves": 30, "memory": 10, "max_iter": 100, "ftol": 1e-5, "pgtol": 1e-5, "batch_size": 512,
-        "refine": False, "refine_steps": 0}
+        "max_solves": 30, "memory": 10, "max_iter": 100, "ftol": 1e-5, "pgtol": 1e-5, "stall_window": 10,
+        "stall_rtol": 0.0, "batch_size": 512, "refine": False, "refine_steps": 0}
     assert json.loads(json.dumps(to_jsonable(LBFGSConfig.pool())))["max_solves"] == 8
-    assert LBFGS(LBFGSConfig.paper(), max_solves=10).config == LBFGSConfig(refine=False, max_solves=10)
-    assert LBFGS(refine=False).config == LBFGSConfig.paper()
+    assert LBFGS(LBFGSConfig.paper(), max_solves=10).config == LBFGSConfig(refine=False, max_solves=10,
+                                                                           stall_rtol=0.0)
+    assert LBFGS(refine=False, stall_rtol=0).config == LBFGSConfig.paper()
 
 
 @pytest.mark.parametrize("make, name", [
@@ -286,6 +287,8 @@ def test_named_configs_are_the_papers_the_pools_and_the_refined_attack():
     (lambda: LBFGSConfig(max_iter=2.5), "max_iter"),
     (lambda: LBFGSConfig(refine="no"), "refine"),
     (lambda: LBFGSConfig(refine_steps=-1), "refine_steps"),
+    (lambda: LBFGSConfig(stall_rtol=-1e-3), "stall_rtol"),
+    (lambda: LBFGSConfig(stall_window=0), "stall_window"),
     (lambda: LBFGSConfig(bounds=(0.0,)), "bounds"),
     (lambda: LBFGSConfig.paper(max_solve=3), "max_solve"),
     (lambda: LBFGS(memroy=3), "memroy"),
@@ -331,3 +334,26 @@ def test_any_search_gets_the_checks_and_the_verification():
     assert torch.equal(result.adversarial[1], x[1])
     with pytest.raises(IntriguingError, match="^x:"):
         TowardsZero()(model, x * 3, labels=torch.tensor([0, 1]))
+
+
+def random_conv_net(channels: int, size: int, seed: int = 0) -> nn.Module:
+    """Two stride-2 ReLU convolutions and a linear layer, PyTorch's default (random) initialisation."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Conv2d(channels, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU(),
+                             nn.Flatten(), nn.Linear(8 * (size // 4) ** 2, 10)).eval()
+
+
+def test_large_inputs_cost_about_as_many_evaluations_as_mnist_sized_ones():
+    """Section 4.1's search on a 3x64x64 ReLU conv net needs about the evaluations of a 1x28x28 one
+    (16x the pixels): the solves must not crawl on the piecewise-linear loss (``stall_rtol``)."""
+    counts = {}
+    for channels, size in ((1, 28), (3, 64)):
+        model = random_conv_net(channels, size)
+        x = torch.rand(16, channels, size, size, generator=torch.Generator().manual_seed(1))
+        target = random_targets(model(x).argmax(1), 10, 0)
+        result = LBFGS()(model, x, target=target)
+        check_verified(model, x, result, target, targeted=True)
+        assert result.success_rate == 1.0
+        counts[size] = float(result.evaluations.double().mean())
+    assert counts[64] <= 2.5 * counts[28] and counts[64] <= 150, counts

@@ -95,3 +95,30 @@ def test_chain_of_composes_consecutive_linear_layers_and_refuses_others():
     with pytest.raises(IntriguingError, match="Sigmoid"):
         chain_of(nn.Sequential(nn.Linear(3, 2), nn.Sigmoid(), nn.Linear(2, 2)), allowed=("relu",))
     assert np.isfinite(chain.weights[0].numpy()).all()
+
+
+@pytest.mark.parametrize("split", [False, True])
+def test_optimised_subdomain_bounds_are_below_every_sampled_point(split):
+    """verify.optimise bounds min_x max_j (logit_j - logit_t) from below, on the ball and inside a split."""
+    from intriguing.oracles.verify import domain_bounds, optimise
+
+    torch.manual_seed(4)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    chain = chain_of(model)
+    x0 = torch.rand(6, dtype=torch.float64)
+    domain = Domain.l2(x0, 0.4)
+    root = layer_bounds(chain, domain)
+    phases = [torch.zeros(1, 8, dtype=torch.int64) for _ in range(2)]
+    if split:
+        phases[0][0, int(((root[0][0] < 0) & (root[0][1] > 0)).nonzero()[0])] = 1
+    bound, _ = optimise(chain, domain, domain_bounds(chain, domain, root, phases), phases, target=2)
+    direction = torch.randn(200_000, 6, dtype=torch.float64)
+    radius = 0.4 * torch.rand(len(direction), 1, dtype=torch.float64) ** (1 / 6)
+    x = (x0 + direction / direction.norm(dim=1, keepdim=True) * radius).clamp(0, 1)
+    pre = chain.pre_activations(x)
+    keep = torch.ones(len(x), dtype=torch.bool)
+    for z, phase in zip(pre, phases):
+        keep &= ((phase[0] > 0) <= (z >= 0)).all(1) & ((phase[0] < 0) <= (z <= 0)).all(1)
+    logits = pre[-1][keep]
+    worst = (torch.cat([logits[:, :2], logits[:, 3:]], 1).max(1).values - logits[:, 2]).min()
+    assert keep.sum() > 100 and float(bound) <= float(worst) + 1e-9

@@ -289,3 +289,13 @@ def test_cli_reports_the_run_and_rejects_an_unknown_section_in_one_line(smoke):
     assert "report.html" in done.output and "findings" in done.output and "undecided" in done.output
     wrong = runner.invoke(cli.main, ["reproduce", "--preset", "smoke", "--out", str(out), "--only", "tabel4"])
     assert wrong.exit_code == 2 and "unknown section 'tabel4': did you mean 'table4'" in wrong.output
+
+
+def test_a_section_stored_as_skipped_runs_again(made_up, tmp_path):
+    """A section that skipped itself (an optional extra was missing) is not final: the next run retries it."""
+    calls, _, _, sections = made_up
+    skipping = runner.Section(key="s", title="Section s", run=lambda ctx, settings, results: calls.append("s")
+                              or {"skipped": "pip install 'intriguing[extra]'"}, render=lambda result, ctx: "")
+    run_made_up({"s": skipping}, "smoke", tmp_path)
+    run_made_up({"s": skipping}, "smoke", tmp_path)
+    assert calls == ["s", "s"]

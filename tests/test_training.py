@@ -190,9 +190,14 @@ def test_saving_keeps_subnormals_out_of_the_checkpoint(tmp_path):
     from intriguing import numerics
 
     model = torch.nn.Linear(4, 2)
-    with torch.no_grad():
-        model.weight[0, 0] = 1e-40  # subnormal in float32
-    checkpoint.save_model(model, tmp_path / "m.safetensors")
-    assert model.weight[0, 0] != 0  # the caller's model is left alone
+    flushing = torch.tensor(1e-40) == 0  # an earlier CLI call in this process may have turned flushing on
+    torch.set_flush_denormal(False)
+    try:
+        with torch.no_grad():
+            model.weight[0, 0] = 1e-40  # subnormal in float32
+        checkpoint.save_model(model, tmp_path / "m.safetensors")
+        assert model.weight[0, 0] != 0  # the caller's model is left alone
+    finally:
+        torch.set_flush_denormal(bool(flushing))
     loaded = checkpoint.load_weights(torch.nn.Linear(4, 2), tmp_path / "m.safetensors")
     assert loaded.weight[0, 0] == 0 and numerics.count_subnormals(loaded) == 0

@@ -100,8 +100,8 @@ class LBFGS(Attack):
     logits (N, K), ideally in eval mode; ``x`` is (N, ...) inside the box.
 
     ``config`` is an :class:`~intriguing.attacks.LBFGSConfig` (default ``LBFGSConfig.refined()``);
-    keyword ``overrides`` replace its fields, so ``LBFGS(refine=False)`` is the paper's attack
-    (``LBFGS(LBFGSConfig.paper())``). ``progress=True`` shows a progress bar.
+    keyword ``overrides`` replace its fields, e.g. ``LBFGS(LBFGSConfig.paper(), max_solves=10)``;
+    the paper's attack is ``LBFGS(LBFGSConfig.paper())``. ``progress=True`` shows a progress bar.
 
     ``result.c`` is the ``c`` at which the returned point (or, refined, its starting point) was
     found; ``result.evaluations`` counts model evaluations with a gradient, summed over the

@@ -298,10 +298,9 @@ class CSearch:
             self._next_c(converged)
 
     def _stalled(self, accept: torch.Tensor, f: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Rows whose last ``stall_window`` iterations together lowered ``f`` by at most ``stall_rtol``
-        (relative). On a piecewise-linear network (ReLU) the penalised loss is not smooth at fine
-        scale: its gradient never becomes small and L-BFGS creeps with many tiny decreases, each
-        above ``ftol``, so only the progress over several iterations shows that a solve has ended."""
+        """Rows whose last ``stall_window`` iterations lowered ``f`` by at most ``stall_rtol`` (relative):
+        on a ReLU network the loss is piecewise linear, its gradient never gets small and L-BFGS
+        creeps with decreases each above ``ftol``; only progress over a window shows the end."""
         s, cfg = self.slots, self.settings
         if not cfg.stall_rtol:
             return torch.zeros_like(accept)

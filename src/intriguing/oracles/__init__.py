@@ -1,8 +1,11 @@
 """Oracles: exact answers and certified bounds that attacks and the paper's bounds are measured against.
 
 * :func:`exact_minimal_distortion` — the exact minimal targeted L2 distortion of a small ReLU net
-  (Szegedy et al. 2014, Sec. 4.1, Eq. 1) as a big-M mixed-integer program (Tjeng et al. 2019),
-  solved by branch and bound with exact QP node bounds, or by SCIP (``solver="scip"``);
+  (Szegedy et al. 2014, Sec. 4.1, Eq. 1) as a big-M mixed-integer program (Tjeng et al. 2019):
+  the attack's point is polished by region QPs, then proven optimal by batched branch and bound
+  with optimised linear bounds (beta-CROWN style, :mod:`~intriguing.oracles.verify`), or bracketed
+  by branch and bound with exact QP node bounds; or by SCIP (``solver="scip"``);
+* :func:`~intriguing.oracles.compare.compare_with_attack` — attack, certified bound and exact optimum side by side;
 * :func:`certified_lower_bound` — a proven lower bound on that distortion from linear bound
   propagation (CROWN, Zhang et al. 2018), for ReLU and sigmoid chains;
 * :func:`lipsdp` — LipSDP-Neuron's global Lipschitz constant (Fazlyab et al. 2019), beside

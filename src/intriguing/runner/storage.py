@@ -64,6 +64,8 @@ def stored(ctx: Context, section: Section) -> dict[str, Any] | None:
         warnings.warn(f"{path} is damaged (its digest does not match); recomputing section {section.key!r}",
                       stacklevel=2)
         return None
+    if isinstance(record["result"], dict) and "skipped" in record["result"]:
+        return None  # a section skipped for a missing optional extra runs again once it is installed
     return record if record.get("config_hash") == config_hash(section, ctx) else None
 
 

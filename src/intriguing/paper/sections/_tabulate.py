@@ -22,7 +22,8 @@ from intriguing.paper.sections._transfer import Prepared, TransferExperiment, Tr
 from intriguing.paper.tables import paper
 from intriguing.runner import Context
 from intriguing.stats import mean_interval, wilson_interval
-from intriguing.transfer import TransferTable, amplified_rows, gaussian_row, noise_rows, transfer_table
+from intriguing.transfer import (TransferTable, amplified_row, amplified_rows, gaussian_row, noise_rows,
+                                 transfer_table)
 
 
 def matched_row(rms: float) -> str:
@@ -64,12 +65,13 @@ def _model_rows(prepared: Prepared, column: str, amplify_to: float | None) -> Tr
     keep = prepared.correct[column]
     x, y = prepared.x[keep], prepared.y[keep]
     rows = {column: prepared.adversarial[column].adversarial[keep]}
+    if not len(x):  # the model gets every drawn example wrong: nothing to count, nothing to amplify
+        names = [column] + ([amplified_row(column, amplify_to)] if amplify_to is not None else [])
+        nothing = {c: wilson_interval(0, 0) for c in prepared.models}
+        return TransferTable(list(prepared.models), {row: dict(nothing) for row in names},
+                             {row: mean_interval([]) for row in names}, 0)
     if amplify_to is not None:
         rows.update(amplified_rows(x, rows, amplify_to))
-    if not len(x):  # the model gets every drawn example wrong: nothing to count
-        nothing = {c: wilson_interval(0, 0) for c in prepared.models}
-        return TransferTable(list(prepared.models), {row: dict(nothing) for row in rows},
-                             {row: mean_interval([]) for row in rows}, 0)
     return transfer_table(prepared.models, rows, x, y)
 
 
