@@ -1,4 +1,4 @@
-"""Benchmark of the batched L-BFGS attack (issue 3): speed, exactness and strength, in one run.
+"""Benchmark of the batched L-BFGS attack (issues 3, 13): speed, exactness, strength and scale, in one run.
 
 1. Speed, FC100-100-10, random targets: ``intriguing.attacks.LBFGS`` on N test examples against a
    per-example reference written here the way the older toolkits (foolbox 2, cleverhans, advbox)
@@ -11,6 +11,9 @@
 2. Exactness, FC10(1e-4): our distortion over the exact optimum (QP, ``exact_linear``).
 3. Strength, FC100-100-10 untargeted: our median L2 against foolbox 3.3.4's DDN and
    Carlini-Wagner L2 (9-step ``c`` search) on the same examples (``pip install foolbox==3.3.4``).
+4. Scale: evaluations per image on seeded random ReLU conv nets at 1x28x28, 3x64x64 and
+   3x128x128, targeted, refined and paper-faithful (issue 13: large inputs should cost about as
+   many evaluations as MNIST-sized ones).
 
 Usage: ``python benchmarks/attack_speed.py [--n 1000] [--reference-n 20] [--untargeted-n 200]``.
 All attacks see the same correctly classified test examples. Timings are wall-clock and process
@@ -30,7 +33,7 @@ import torch
 from torch.nn import functional as F
 
 from intriguing import data, zoo
-from intriguing.attacks import LBFGS, exact_linear, rms_distortion
+from intriguing.attacks import LBFGS, LBFGSConfig, exact_linear, rms_distortion
 
 
 @contextmanager
@@ -185,6 +188,33 @@ def untargeted(n: int, batch_size: int) -> None:
               f"ours smaller on {100 * float((ratio < 1).float().mean()):.0f}% of examples")
 
 
+def conv_net(channels: int, size: int, seed: int = 0) -> torch.nn.Module:
+    """Two stride-2 ReLU convolutions and a linear layer, seeded default initialisation (as the tests)."""
+    nn = torch.nn
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Conv2d(channels, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, 2, 1), nn.ReLU(),
+                             nn.Flatten(), nn.Linear(8 * (size // 4) ** 2, 10)).eval()
+
+
+def scale(n: int, batch_size: int) -> None:
+    """Section 4.1's search should cost about as many evaluations on large inputs as on MNIST-sized ones."""
+    print(f"\n== 4. Scale: random ReLU conv nets, {n} uniform random images, random targets ==")
+    for channels, size in ((1, 28), (3, 64), (3, 128)):
+        model = conv_net(channels, size)
+        x = torch.rand(n, channels, size, size, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            label = model(x).argmax(1)
+        target = (label + torch.randint(1, 10, label.shape, generator=torch.Generator().manual_seed(0))) % 10
+        for name, config in (("refined", LBFGSConfig.refined()), ("paper", LBFGSConfig.paper())):
+            clock: dict = {}
+            with timed(clock):
+                result = LBFGS(config, batch_size=batch_size)(model, x, target=target)
+            print(f"{channels}x{size}x{size} {name:8} {result.evaluations.double().mean():6.1f} evaluations/image, "
+                  f"success {100 * result.success_rate:.0f}%, median distortion {result.distortion.nanmedian():.6f}, "
+                  f"{clock['cpu']:.1f} s CPU")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1000, help="examples attacked by our attack (speed, exactness)")
@@ -194,7 +224,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 1 by default: on a shared 2-core machine a second OpenMP thread "
                              "makes small tensor operations far slower")
-    parser.add_argument("--skip", choices=("speed", "exactness", "untargeted"), action="append", default=[])
+    parser.add_argument("--scale-n", type=int, default=32, help="images per input size for the scale part")
+    parser.add_argument("--skip", choices=("speed", "exactness", "untargeted", "scale"), action="append", default=[])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s); models from the zoo cache (trained if missing)")
@@ -204,6 +235,8 @@ def main() -> None:
         exactness(args.n, args.batch_size)
     if "untargeted" not in args.skip:
         untargeted(args.untargeted_n, args.batch_size)
+    if "scale" not in args.skip:
+        scale(args.scale_n, args.batch_size)
 
 
 if __name__ == "__main__":

@@ -131,6 +131,9 @@ def run_trial(spec: Trial) -> dict[str, Any]:
         "validation_error": error if spec.stage == "validate" else None,
         "test_error": error if spec.stage == "test" else None,
         "train_seconds": seconds, "attack_seconds": log.attack_seconds,
+        "pool_generated": sum(e.generated for e in log.refreshes),
+        "pool_success_rate": (sum(e.generated * e.success_rate for e in log.refreshes)
+                              / max(1, sum(e.generated for e in log.refreshes))),
         "git_describe": records.git_describe(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
         "robustness": None,
     }

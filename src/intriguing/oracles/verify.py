@@ -153,12 +153,14 @@ def domain_bounds(chain: Chain, domain: Domain, bounds: Bounds, phases: list[tor
 
 
 def optimise(chain: Chain, domain: Domain, bounds: Bounds, phases: list[torch.Tensor], target: int,
-             steps: int = 20, lr: float = 0.5) -> tuple[torch.Tensor, list[torch.Tensor]]:
+             steps: int = 20, lr: float = 0.5, deadline: float = math.inf) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The best bound per subdomain over ``steps`` Adam steps on ``(lam, alpha, beta)``, with the last coefficients."""
     params = _Params(len(phases[0]), chain.num_classes - 1, [lo.shape[-1] for lo, _ in bounds])
     optimiser = torch.optim.Adam(params.all(), lr=lr)
     best = torch.full((len(phases[0]),), -math.inf, dtype=torch.float64)
-    for _ in range(steps):
+    for step in range(steps):
+        if step and time.perf_counter() > deadline:
+            break  # every iterate's bound is sound: stop early, the caller reports the time limit
         value, coefficients = batch_bounds(chain, domain, bounds, phases, target, params)
         best = torch.maximum(best, value.detach())
         optimiser.zero_grad()
@@ -202,7 +204,9 @@ def verify(chain: Chain, x0: torch.Tensor, bounds_at: Callable[[float], Bounds],
         flat = torch.from_numpy(np.stack(chunk).astype(np.int64))
         phases = [flat[:, offsets[k]:offsets[k + 1]] for k in range(len(sizes))]
         local = domain_bounds(chain, domain, bounds, phases)
-        value, coefficients = optimise(chain, domain, local, phases, target)
+        value, coefficients = optimise(chain, domain, local, phases, target, deadline=deadline)
+        if time.perf_counter() > deadline:
+            return Verdict(False, radius, visited)
         scores = _branch_scores(local, phases, coefficients)
         decided = []
         for k, phase in enumerate(phases):
