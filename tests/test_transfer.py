@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 from scipy import stats
 from torch import nn
 
-from intriguing import seeding, stats, training, transfer
+from intriguing import seeding, training, transfer
 from intriguing import stats as intervals
 from intriguing.attacks import LBFGS, LBFGSConfig, gaussian_noise
 from intriguing.errors import IntriguingError
@@ -205,7 +205,7 @@ def papers_estimate(column: str, value: float) -> dict:
     """One of the paper's numbers as our estimate record: a Wilson interval for a rate, ±1% for a distortion."""
     if "distortion" in column:
         return {"value": value, "low": 0.99 * value, "high": 1.01 * value, "n": PAPERS_N, "method": "t"}
-    return dataclasses.asdict(stats.wilson_interval(round(value * PAPERS_N), PAPERS_N))
+    return dataclasses.asdict(intervals.wilson_interval(round(value * PAPERS_N), PAPERS_N))
 
 
 def papers_result(key: str) -> dict:
@@ -214,7 +214,7 @@ def papers_result(key: str) -> dict:
     cells = _transfer.paper_cells(key)
     rows = {row: {c: papers_estimate(c, v) for c, v in values.items()} for row, values in cells.items()}
     columns = paper(key)["columns"]
-    success = dataclasses.asdict(stats.wilson_interval(PAPERS_N, PAPERS_N))
+    success = dataclasses.asdict(intervals.wilson_interval(PAPERS_N, PAPERS_N))
     # Each row's realised RMS, which Table 4's claims quote: the stddev in the paper's row name.
     row_rms = {row: papers_estimate("distortion", float(row.rstrip(")").split("=")[-1])) for row in rows
                if key == "table4"}
