@@ -135,3 +135,21 @@ def test_already_the_target_costs_nothing_and_bad_input_is_refused(mnist_relu):
         exact_minimal_distortion(model, x[:1] + 2, label)
     with pytest.raises(IntriguingError, match="solver"):
         exact_minimal_distortion(model, x[:1], (label + 1) % 10, solver="gurobi")
+
+
+def test_a_caller_that_flushes_subnormals_still_gets_the_exact_answer():
+    """The CLI and workers flush subnormal floats; the oracle keeps them, or a bound flushed to zero makes a
+    feasible toy problem look infeasible (a bug found when the suite ran after a CLI test)."""
+    from intriguing import numerics
+
+    grid = torch.linspace(0, 1, 200_001, dtype=torch.float64)[:, None]
+    x0 = torch.tensor([0.37], dtype=torch.float64)
+    before = numerics.flushing()
+    torch.set_flush_denormal(True)
+    try:
+        for model, target in _toys(1, x0, grid, 3):
+            [exact] = exact_minimal_distortion(model, x0[None].float(), torch.tensor([target]), solver="bnb")
+            assert exact.proven and exact.l2 == pytest.approx(_brute_force(model, x0, grid, target), abs=2e-5)
+        assert numerics.flushing()  # the caller's setting is restored
+    finally:
+        torch.set_flush_denormal(before)

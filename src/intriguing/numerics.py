@@ -10,6 +10,9 @@ flush subnormal results of arithmetic to zero.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -17,6 +20,26 @@ from torch import nn
 def flush_subnormals() -> None:
     """Make this process flush subnormal float results to zero (where the CPU supports it)."""
     torch.set_flush_denormal(True)
+
+
+def flushing() -> bool:
+    """Whether this process flushes subnormal results to zero now (a subnormal times one reads as zero)."""
+    return bool(torch.tensor(1e-40) * 1.0 == 0)
+
+
+@contextlib.contextmanager
+def subnormals_kept() -> Iterator[None]:
+    """Run the block with subnormal results kept, then restore the caller's setting.
+
+    For exact answers (the oracles): a bound of 1e-310 and a bound of 0 decide whether a neuron is
+    stable, and flushing one but not the other makes a feasible problem look infeasible.
+    """
+    before = flushing()
+    torch.set_flush_denormal(False)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(before)
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from intriguing.errors import IntriguingError, check_images, check_labels
+from intriguing.numerics import subnormals_kept
 from intriguing.oracles.branch import branch_and_bound
 from intriguing.oracles.certify import _upper_l2
 from intriguing.oracles.network import Chain, chain_of, flat_inputs
@@ -102,11 +103,12 @@ def exact_minimal_distortion(model: nn.Module, x: torch.Tensor, target: torch.Te
         if upper is None:
             upper = (starts - flat).norm(dim=1) / math.sqrt(flat.shape[1])
     caps = _upper_l2(flat, upper, bounds)
-    return [
-        solve_exact(chain, flat[i], int(target[i]), caps[i], start=None if starts is None else starts[i],
-                    time_limit=time_limit, gap=gap, margin=margin, method=method, solver=solver, bounds=bounds)
-        for i in range(len(flat))
-    ]
+    with subnormals_kept():  # exact answers: a flushed bound can turn a feasible problem infeasible
+        return [
+            solve_exact(chain, flat[i], int(target[i]), caps[i], start=None if starts is None else starts[i],
+                        time_limit=time_limit, gap=gap, margin=margin, method=method, solver=solver, bounds=bounds)
+            for i in range(len(flat))
+        ]
 
 
 def solve_exact(chain: Chain, x0: torch.Tensor, target: int, upper_l2: float, *, start: torch.Tensor | None = None,
