@@ -108,7 +108,7 @@ def test_the_search_runs_with_subnormals_flushed_and_restores_the_setting():
     from torch import nn
 
     from intriguing.attacks import LBFGS
-    from intriguing.attacks.base import _flushing
+    from intriguing.numerics import flushing as _flushing
 
     seen = []
 

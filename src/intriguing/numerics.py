@@ -23,23 +23,31 @@ def flush_subnormals() -> None:
 
 
 def flushing() -> bool:
-    """Whether this process flushes subnormal results to zero now (a subnormal times one reads as zero)."""
-    return bool(torch.tensor(1e-40) * 1.0 == 0)
+    """Whether this process flushes subnormal results to zero now: torch has no getter for the
+    setting, so it is read by a probe (a subnormal times one is zero exactly when flushing is on)."""
+    return float(torch.tensor([1e-39], dtype=torch.float32) * 1.0) == 0.0
 
 
 @contextlib.contextmanager
-def subnormals_kept() -> Iterator[None]:
-    """Run the block with subnormal results kept, then restore the caller's setting.
-
-    For exact answers (the oracles): a bound of 1e-310 and a bound of 0 decide whether a neuron is
-    stable, and flushing one but not the other makes a feasible problem look infeasible.
-    """
+def _flush_set_to(on: bool) -> Iterator[None]:
+    """Run the block with flushing ``on`` or off, then restore the caller's setting."""
     before = flushing()
-    torch.set_flush_denormal(False)
+    torch.set_flush_denormal(on)
     try:
         yield
     finally:
         torch.set_flush_denormal(before)
+
+
+def subnormals_flushed() -> contextlib.AbstractContextManager[None]:
+    """For speed (the attack's hot path): values below ~1e-38 change no attack result."""
+    return _flush_set_to(True)
+
+
+def subnormals_kept() -> contextlib.AbstractContextManager[None]:
+    """For exact answers (the oracles): a bound of 1e-310 and a bound of 0 decide whether a neuron is
+    stable, and flushing one but not the other makes a feasible problem look infeasible."""
+    return _flush_set_to(False)
 
 
 @torch.no_grad()

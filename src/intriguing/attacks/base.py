@@ -13,10 +13,8 @@ means (:mod:`~intriguing.attacks.criteria`).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,28 +141,6 @@ class Attack:
 
     def record(self) -> dict[str, Any]:
         raise NotImplementedError
-
-
-@contextlib.contextmanager
-def flushing_subnormals() -> Iterator[None]:
-    """Run the block with subnormal floats flushed to zero, then restore the caller's setting.
-
-    Weight decay leaves some weights of trained nets (those of always-black MNIST border pixels)
-    in the subnormal range, and arithmetic on subnormals is an order of magnitude slower on a CPU;
-    values below ~1e-38 change no attack result. torch has no getter for the setting, so it is
-    read by a probe: a subnormal times one is zero exactly when flushing is on.
-    """
-    was_on = _flushing()
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        if not was_on:
-            torch.set_flush_denormal(False)
-
-
-def _flushing() -> bool:
-    return float(torch.tensor([1e-39], dtype=torch.float32) * 1.0) == 0.0
 
 
 def make_task(model: nn.Module, x: torch.Tensor, criterion: Criterion, bounds: Any) -> Task:

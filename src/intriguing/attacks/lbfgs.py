@@ -28,12 +28,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from intriguing.attacks.base import Attack, Found, Task, flushing_subnormals
+from intriguing.attacks.base import Attack, Found, Task
 from intriguing.attacks.config import LBFGSConfig
 from intriguing.attacks.criteria import Criterion, success_margin
 from intriguing.attacks.refine import refine
 from intriguing.attacks.solver import CSearch
 from intriguing.errors import IntriguingError
+from intriguing.numerics import subnormals_flushed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +129,7 @@ class LBFGS(Attack):
         cfg, x = self.config, task.x
         rows = Rows.of(task)
         objective = PenalisedLoss(model, tuple(x.shape[1:]), task.criterion)
-        with flushing_subnormals():  # the hot path neither makes nor meets subnormal floats
+        with subnormals_flushed():  # the hot path neither makes nor meets subnormal floats
             found = CSearch(objective, cfg, self.progress).run(rows.x, rows.goal, rows.true)
             paper_sq, best, best_sq = found.best_sq, found.best, found.best_sq
             evaluations = found.evaluations
