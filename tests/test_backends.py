@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -23,7 +24,8 @@ import torch
 from intriguing import records
 from intriguing.attacks import LBFGSConfig
 from intriguing.errors import IntriguingError
-from intriguing.paper.sections import table1, table2, table3, table4
+from intriguing.advtrain import AdvTrainConfig, AdvTrainStudyConfig
+from intriguing.paper.sections import adversarial_training, lipschitz_gap, table1, table2, table3, table4, table5
 from intriguing.paper.sections import units as units_section
 from intriguing.paper.sections._transfer import TransferSettings
 from intriguing.runner import Context, backends, work
@@ -34,6 +36,17 @@ TINY = TransferSettings(examples=12, limit=300, overrides={"epochs": 1, "batch_s
 TINY_UNITS = units_section.StudySettings(layers=(("FC100-100-10", "h1"),), seeds=(0, 1), directions=8,
                                          resamples=100, images=300, train_limit=300, train_overrides={"epochs": 1})
 TABLES = (table1, table2, table3, table4)
+TINY_STUDY = AdvTrainStudyConfig(seeds=(1,), layers=("h1",), baselines=False, limit=200, eval_examples=4,
+                                 recipe={"epochs": 2, "lr": 1e-2, "batch_size": 64},
+                                 eval_attack=LBFGSConfig.paper(max_solves=3, max_iter=20),
+                                 training=AdvTrainConfig(warmup_epochs=1, pool_size=16, refresh_every=2))
+# Every other section that runs units: small settings of each, by section.
+OTHERS = {
+    table5: table5.Table5Settings(alexnet=False, models=("FC10(1e-4)",), images=50, pairs=4, limit=300,
+                                  overrides={"epochs": 1}, attack=LBFGSConfig.refined(max_solves=4, max_iter=30)),
+    lipschitz_gap: lipschitz_gap.Settings(models=(lipschitz_gap.TINY,), images=50),
+    adversarial_training: TINY_STUDY,
+}
 
 
 def shard_specs(cache: Path, examples: int = 12, size: int = 5) -> list[work.AttackShard]:
@@ -53,10 +66,21 @@ def same_sets(a: list, b: list) -> bool:
 
 
 def tables(ctx: Context) -> str:
-    """Tables 1-4 and the units study computed on ``ctx.backend``, as the JSON a run stores."""
+    """Tables 1-5, the units study, the Lipschitz gap and adversarial training computed on ``ctx.backend``,
+    as the JSON a run stores (timings left out)."""
     results = {module.KEY: module.SECTION.run(ctx, TINY, {}) for module in TABLES}
     results["units"] = units_section.SECTION.run(ctx, TINY_UNITS, {})
-    return json.dumps(records.to_jsonable(results), sort_keys=True)
+    results |= {module.KEY: module.SECTION.run(ctx, settings, {}) for module, settings in OTHERS.items()}
+    return json.dumps(without_timings(records.to_jsonable(results)), sort_keys=True)
+
+
+def without_timings(document: Any) -> Any:
+    """``document`` without the fields that measure time (they differ from run to run)."""
+    if isinstance(document, dict):
+        return {k: without_timings(v) for k, v in document.items() if "seconds" not in k and k != "environment"}
+    if isinstance(document, list):
+        return [without_timings(v) for v in document]
+    return document
 
 
 # --- without Ray --------------------------------------------------------------------------------------------
@@ -119,14 +143,10 @@ def test_stored_shards_are_skipped_and_a_damaged_one_is_recomputed(tmp_path, iso
 
 
 def test_an_adversarial_training_unit_is_one_run_of_the_study():
-    from intriguing.advtrain import AdvTrainConfig, AdvTrainStudyConfig, run_experiment
+    from intriguing.advtrain import run_experiment
 
-    study = AdvTrainStudyConfig(seeds=(1,), layers=("h1",), baselines=False, limit=200, eval_examples=4,
-                                recipe={"epochs": 2, "lr": 1e-2, "batch_size": 64},
-                                eval_attack=LBFGSConfig.paper(max_solves=3, max_iter=20),
-                                training=AdvTrainConfig(warmup_epochs=1, pool_size=16, refresh_every=2))
-    whole = run_experiment(study, progress=False).runs
-    units = InProcess().map(work.adv_train_run, [work.AdvTrainRun(study, r.variant, r.seed) for r in whole])
+    whole = run_experiment(TINY_STUDY, progress=False).runs
+    units = InProcess().map(work.adv_train_run, [work.AdvTrainRun(TINY_STUDY, r.variant, r.seed) for r in whole])
     ignore = {"seconds", "attack_seconds"}
     assert [{k: v for k, v in records.to_jsonable(r).items() if k not in ignore} for r in units] == \
         [{k: v for k, v in records.to_jsonable(r).items() if k not in ignore} for r in whole]
@@ -149,7 +169,7 @@ def ray_workers():
         ray.shutdown()
 
 
-def test_ray_and_in_process_give_bitwise_identical_tables_and_units(tmp_path, ray_workers):
+def test_ray_and_in_process_give_bitwise_identical_numbers_in_every_section_with_units(tmp_path, ray_workers):
     here = tables(Context(preset="smoke", out=tmp_path / "a", cache=str(tmp_path / "cache-a"), progress=False))
     there = tables(Context(preset="smoke", out=tmp_path / "b", cache=str(tmp_path / "cache-b"), progress=False,
                            backend=ray_workers))

@@ -172,7 +172,7 @@ def test_missing_data_dir_flag_does_not_blame_the_environment(tmp_path):
 
 def test_missing_data_dir_from_the_environment_says_unset_it(tmp_path):
     line = one_line(invoke("train", "FC10(1e-4)", env={data.DATA_DIR_ENV: str(tmp_path / "nowhere")}))
-    assert f"(from {data.DATA_DIR_ENV}) does not exist" in line and f"unset it" in line
+    assert f"(from {data.DATA_DIR_ENV}) does not exist" in line and "unset it" in line
 
 
 def test_missing_data_dir_argument_in_the_api(tmp_path, monkeypatch):

@@ -71,6 +71,16 @@ def test_other_dataset_via_argument_and_environment(tmp_path, monkeypatch):
     assert data.fingerprint(folder) != data.fingerprint(data.bundled_dir())
 
 
+def test_a_dataset_rewritten_while_the_process_runs_is_read_again(tmp_path):
+    """The in-memory cache is keyed by each file's size and modification time, not by its path alone."""
+    folder = make_dataset(tmp_path / "d", seed=0)
+    before, fingerprint = data.load_mnist("train", folder), data.fingerprint(folder)
+    make_dataset(folder, n_train=7, seed=1)
+    after = data.load_mnist("train", folder)
+    assert after[0].shape == (7, 1, 28, 28) and not torch.equal(after[1], before[1][:7])
+    assert data.fingerprint(folder) != fingerprint
+
+
 def test_raw_files_without_checksums_are_read(tmp_path):
     folder = make_dataset(tmp_path / "raw", checksums=False)
     for gz in folder.glob("*.gz"):

@@ -90,3 +90,59 @@ def test_cuda_model_matches_cpu_model(tmp_path):
     with torch.no_grad():
         assert torch.allclose(cpu.model(x), gpu.model(x.cuda()).cpu(), atol=1e-5)
 
+
+
+# --- reproduce on a device: units ask Ray for GPUs, attacks run there ----------------------------------------
+
+
+def test_each_unit_asks_ray_for_one_cpu_and_its_share_of_a_gpu():
+    from intriguing.runner.backends.ray import unit_resources
+
+    assert unit_resources() == {"num_cpus": 1}
+    assert unit_resources(0.25) == {"num_cpus": 1, "num_gpus": 0.25}
+
+
+def test_a_bad_gpu_share_is_refused_before_anything_starts():
+    from intriguing.runner import backends
+
+    for bad in (-1, 9, "one", True):
+        with pytest.raises(IntriguingError, match="gpus per unit"):
+            backends.create(1, gpus_per_unit=bad)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_reproduce_on_a_missing_gpu_is_one_clear_line(tmp_path):
+    from click.testing import CliRunner
+
+    from intriguing import cli
+
+    result = CliRunner().invoke(cli.main, ["reproduce", "--preset", "smoke", "--device", "cuda", "--workers", "1",
+                                           "--out", str(tmp_path / "run"), "--no-progress"])
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "no CUDA GPU is available" in lines[0] and "--device cpu" in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_device_gets_its_own_stored_sections():
+    from intriguing.paper.sections import table1
+    from intriguing.runner import Context
+    from intriguing.runner.storage import config_hash
+
+    cpu = Context(preset="smoke", out=None, progress=False)
+    assert config_hash(table1.SECTION, cpu) != config_hash(table1.SECTION, Context(preset="smoke", out=None,
+                                                                                   progress=False, device="cuda"))
+
+
+@needs_cuda
+def test_an_attack_shard_on_cuda_gives_valid_examples_back_on_the_cpu(tmp_path):
+    from intriguing.runner import work
+
+    model = work.TrainModel.of("FC10(1e-4)", limit=300, overrides={"epochs": 1}, cache=str(tmp_path))
+    spec = work.AttackShard(model, "test", 8, 0, 0, 8, LBFGSConfig.refined(), device="cuda")
+    found = work.attack_shard(spec)
+    assert found.adversarial.device.type == "cpu"
+    assert float(found.adversarial.min()) >= 0 and float(found.adversarial.max()) <= 1
+    with torch.no_grad():
+        predicted = spec.model.load().model(found.adversarial).argmax(1)
+    assert torch.equal(predicted[found.success], found.target[found.success])

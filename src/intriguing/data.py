@@ -152,12 +152,23 @@ def _checksums(folder: Path) -> dict[str, str]:
     return sums
 
 
-@functools.lru_cache(maxsize=8)
+def _signature(path: Path) -> tuple[str, int, int]:
+    """What the in-memory caches key a file by: its path, size and modification time, so a file
+    rewritten while this process runs is read again."""
+    status = path.stat()
+    return str(path), status.st_size, status.st_mtime_ns
+
+
 def _load_verified(folder: Path, stem: str) -> np.ndarray:
-    path = _find(folder, stem)
+    """The array in ``folder``'s file ``stem`` (compressed or not), checked against ``SHA256SUMS.raw``."""
+    return _read_verified(_signature(_find(folder, stem)), _checksums(folder).get(stem))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_verified(signature: tuple[str, int, int], expected: str | None) -> np.ndarray:
+    path = Path(signature[0])
     raw = read_idx_bytes(path)
     array = parse_idx(raw, str(path))  # structural problems first: their message is more specific
-    expected = _checksums(folder).get(stem)
     if expected is not None and hashlib.sha256(raw).hexdigest() != expected:
         raise IntriguingError(
             f"{path}: SHA-256 of the decompressed bytes does not match {CHECKSUM_FILE}; "
@@ -275,13 +286,14 @@ def load_mnist(split: str = "train", data_dir: str | os.PathLike | None = None) 
 
 def fingerprint(data_dir: str | os.PathLike | None = None) -> str:
     """A short hash naming the dataset's content, so caches never mix MNIST and e.g. Fashion-MNIST."""
-    return _fingerprint(resolve_data_dir(data_dir))
+    folder = resolve_data_dir(data_dir)
+    return _fingerprint(tuple((stem, _signature(_find(folder, stem)), _checksums(folder).get(stem))
+                              for stems in FILES.values() for stem in stems))
 
 
 @functools.lru_cache(maxsize=8)
-def _fingerprint(folder: Path) -> str:
+def _fingerprint(files: tuple[tuple[str, tuple[str, int, int], str | None], ...]) -> str:
     h = hashlib.sha256()
-    for stems in FILES.values():
-        for stem in stems:
-            h.update(hashlib.sha256(_load_verified(folder, stem).tobytes()).digest())
+    for _, signature, expected in files:
+        h.update(hashlib.sha256(_read_verified(signature, expected).tobytes()).digest())
     return h.hexdigest()[:16]

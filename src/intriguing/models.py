@@ -5,7 +5,8 @@ A *model specification* is one of
 * a zoo name (``FC100-100-10``, ``ConvNet``, ...: see :mod:`intriguing.zoo`): the trained model from
   the zoo's cache (trained on first use), or the untrained architecture with ``untrained=True``, or
   the architecture with your ``weights``;
-* a built-in architecture (``alexnet``, ``alexnet-grouped``): seeded random weights, or yours;
+* a built-in architecture (``alexnet``, ``alexnet-grouped``: seeded random weights, or yours;
+  ``efficientnet-lite0``: ImageNet-pretrained, with the ``imagenet`` extra);
 * ``path/to/file.py:factory`` or ``package.module:factory``: ``factory()`` returns your ``nn.Module``.
 
 Weights come from safetensors (:func:`intriguing.checkpoint.load_weights`) or from a PyTorch state
@@ -24,7 +25,6 @@ import importlib
 import importlib.util
 import os
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -35,25 +35,30 @@ import torch
 from torch import nn
 
 from intriguing import alexnet as _alexnet
+from intriguing import efficientnet as _efficientnet
 from intriguing import seeding, zoo
 from intriguing.architectures import INPUT_SHAPE as MNIST_SHAPE
-from intriguing.checkpoint import load_weights
+from intriguing.checkpoint import load_weights, read_state_dict
 from intriguing.devices import resolve_device
 from intriguing.errors import IntriguingError, unknown_name_error
 from intriguing.preprocessing import Preprocessed, channel_vector, size_pair
 
-STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin")
-# Keys under which training scripts commonly nest the state dict of a checkpoint.
-NESTED_STATE_KEYS = ("state_dict", "model_state_dict", "model")
 
 
 @dataclass(frozen=True)
 class Builtin:
-    """A built-in architecture: how to build it (seeded), its input shape and what it is."""
+    """A built-in architecture: how to build it (seeded), its input shape and what it is.
+
+    ``weights`` says which weights ``build()`` gives when they are not seeded random ones (a pretrained
+    network); ``mean``/``std`` are then the normalisation those weights expect, used unless given.
+    """
 
     description: str
     build: Callable[[], nn.Module]
     input_shape: tuple[int, int, int]
+    weights: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
 
 BUILTINS: dict[str, Builtin] = {
@@ -61,6 +66,9 @@ BUILTINS: dict[str, Builtin] = {
                        lambda: _alexnet.untrained(groups=1), _alexnet.INPUT_SHAPE),
     "alexnet-grouped": Builtin("AlexNet with the original two-GPU grouping of conv2, conv4 and conv5",
                                lambda: _alexnet.untrained(groups=2), _alexnet.INPUT_SHAPE),
+    "efficientnet-lite0": Builtin("EfficientNet-Lite0 (Tan & Le 2019), ImageNet-pretrained; needs "
+                                  "pip install 'intriguing[imagenet]'", _efficientnet.efficientnet_lite0, _efficientnet.INPUT_SHAPE,
+                                  weights="ImageNet-pretrained weights", mean=_efficientnet.MEAN, std=_efficientnet.STD),
 }
 
 
@@ -165,45 +173,6 @@ def read_class_names(path: str | os.PathLike) -> list[str]:
     return names
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor] | str:
-    """The tensors of a ``.pt``/``.pth`` state dict, read with ``torch.load(weights_only=True)``.
-
-    Returns the path itself for safetensors files (read by :func:`~intriguing.checkpoint.load_weights`).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise IntriguingError(f"{path}: no such weights file")
-    if path.suffix not in STATE_DICT_SUFFIXES:
-        return str(path)
-    try:
-        with warnings.catch_warnings():  # the refusal below explains itself; torch's warnings would not
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure here means "not a plain state dict"
-        raise IntriguingError(
-            f"{path}: not a plain state dict of tensors, so loading it would need a full unpickle, which can run "
-            f"arbitrary code; re-save it as torch.save(model.state_dict(), path) or as safetensors "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-        ) from None
-    return _tensors_only(state, path)
-
-
-def _tensors_only(state: Any, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(state, dict):
-        for key in NESTED_STATE_KEYS:
-            if isinstance(state.get(key), dict) and not isinstance(state.get(key), torch.Tensor):
-                state = state[key]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise IntriguingError(
-            f"{path}: expected a state dict (parameter name -> tensor), got {type(state).__name__}; "
-            "save it with torch.save(model.state_dict(), path)"
-        )
-    if state and all(k.startswith("module.") for k in state):  # saved from nn.DataParallel
-        state = {k[len("module."):]: v for k, v in state.items()}
-    return state
-
-
 def _is_factory_spec(spec: str) -> bool:
     module, sep, factory = spec.rpartition(":")
     return bool(sep and module and factory and (module.endswith(".py") or "/" in module or "." in module
@@ -256,7 +225,7 @@ def _network(spec: str, weights, *, untrained: bool, seed: int, on: str,
     if spec in BUILTINS:
         with seeding.seeded(seed):
             network = BUILTINS[spec].build()
-        what = "your weights" if weights else f"seeded random weights (seed {seed})"
+        what = "your weights" if weights else BUILTINS[spec].weights or f"seeded random weights (seed {seed})"
         return network, BUILTINS[spec].input_shape, f"{spec} ({BUILTINS[spec].description}) with {what}"
     if spec in zoo.names():
         if weights or untrained:
@@ -338,6 +307,10 @@ def resolve_model(spec: str, *, weights: str | os.PathLike | None = None, mean: 
     ``seed`` also seeds the built-ins' random weights.
     """
     target = resolve_device(device)
+    builtin = BUILTINS.get(str(spec))
+    if builtin is not None:  # a pretrained built-in's own normalisation, unless the caller gives one
+        mean = builtin.mean if mean is None else mean
+        std = builtin.std if std is None else std
     network, known, description = _network(str(spec), weights, untrained=untrained, seed=seed, on=on,
                                            data_dir=data_dir)
     if weights is not None:

@@ -42,7 +42,10 @@ from intriguing.advtrain.study import (
     RunResult,
     VariantSummary,
     build_variant,
+    collect_study,
     run_experiment,
+    run_one,
+    study_jobs,
     summarise_runs,
     train_and_evaluate,
 )
@@ -51,6 +54,6 @@ __all__ = [
     "EVAL_SEED", "INPUT", "TARGETS",
     "AdvTrainConfig", "AdvTrainStudy", "AdvTrainStudyConfig", "Pool", "RefreshEvent", "Robustness", "RunResult",
     "TrainingLog", "VariantSummary",
-    "adversarial_train", "attack_layer", "build_variant", "hidden_layers", "min_distortion", "run_experiment",
-    "split_at", "summarise_runs", "train_and_evaluate", "with_dropout",
+    "adversarial_train", "attack_layer", "build_variant", "hidden_layers", "collect_study", "min_distortion",
+    "run_experiment", "run_one", "split_at", "study_jobs", "summarise_runs", "train_and_evaluate", "with_dropout",
 ]

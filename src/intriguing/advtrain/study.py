@@ -191,30 +191,47 @@ def _check_layers(config: AdvTrainStudyConfig) -> None:
         with_dropout(model, config.dropout)
 
 
+def study_jobs(config: AdvTrainStudyConfig) -> list[tuple[str, int]]:
+    """Every ``(variant, seed)`` run of ``config``, checked first: an unknown recipe field or layer fails
+    here, before any training starts (on whatever workers the runs then go to)."""
+    config.train_recipe()  # an unknown name fails here, listing the close matches
+    _check_layers(config)
+    return [(variant, seed) for variant in config.variants() for seed in config.seeds]
+
+
+def run_one(config: AdvTrainStudyConfig, variant: str, seed: int, *, data_dir: str | None = None,
+            progress: bool = False) -> RunResult:
+    """One run of the study: variant ``variant`` of ``config`` trained with ``seed``, then tested. It
+    rebuilds everything from ``config`` (MNIST is read once per process), so a worker can run it alone."""
+    images, labels = data.load_mnist("train", data_dir)
+    test_set = data.load_mnist("test", data_dir)
+    eval_set = test_set[0][: config.eval_examples], test_set[1][: config.eval_examples]
+    return train_and_evaluate(config.model, variant, config.variants()[variant], config.train_recipe(), seed,
+                              (images[: config.limit], labels[: config.limit]), test_set, eval_set,
+                              eval_target=config.eval_target, eval_attack=LBFGS(config.eval_attack),
+                              progress=progress)
+
+
+def collect_study(config: AdvTrainStudyConfig, runs: list[RunResult], seconds: float,
+                  data_dir: str | None = None) -> AdvTrainStudy:
+    """The study record of ``config`` from its finished runs (in :func:`study_jobs` order)."""
+    train_examples = len(data.load_mnist("train", data_dir)[1][: config.limit])
+    return AdvTrainStudy(config=config, recipe=config.train_recipe(), train_examples=train_examples, runs=runs,
+                         summary=summarise_runs(runs, config.variants()), seconds=seconds)
+
+
 def run_experiment(config: AdvTrainStudyConfig, *, data_dir: str | None = None, progress: bool = True,
                    on_run: Callable[[str, float], None] | None = None) -> AdvTrainStudy:
-    """Train every variant of ``config`` with every seed, then test them all (Section 4.1's comparison).
+    """Train every variant of ``config`` with every seed in this process, then test them all (Section 4.1's
+    comparison); ``reproduce`` spreads the same :func:`run_one` runs over its workers.
 
     ``on_run(description, fraction_done)`` is told before each run starts (for progress displays).
     """
-    recipe = config.train_recipe()  # an unknown name fails here, listing the close matches
-    _check_layers(config)
-    images, labels = data.load_mnist("train", data_dir)
-    train_set = images[: config.limit], labels[: config.limit]
-    test_set = data.load_mnist("test", data_dir)
-    eval_set = test_set[0][: config.eval_examples], test_set[1][: config.eval_examples]
-    variants = config.variants()
-    eval_attack = LBFGS(config.eval_attack)
-    jobs = [(variant, seed) for variant in variants for seed in config.seeds]
+    jobs = study_jobs(config)
     start = time.perf_counter()
     runs = []
     for done, (variant, seed) in enumerate(jobs):
         if on_run is not None:
             on_run(f"{variant}, seed {seed}", done / len(jobs))
-        runs.append(train_and_evaluate(config.model, variant, variants[variant], recipe, seed, train_set, test_set,
-                                       eval_set, eval_target=config.eval_target, eval_attack=eval_attack,
-                                       progress=progress))
-    return AdvTrainStudy(
-        config=config, recipe=recipe, train_examples=len(train_set[1]),
-        runs=runs, summary=summarise_runs(runs, variants), seconds=time.perf_counter() - start,
-    )
+        runs.append(run_one(config, variant, seed, data_dir=data_dir, progress=progress))
+    return collect_study(config, runs, time.perf_counter() - start, data_dir)

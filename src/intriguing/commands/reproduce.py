@@ -8,7 +8,7 @@ import click
 
 from intriguing import paper, records, runner, zoo
 from intriguing.runner.section import FINDING, SANITY
-from intriguing.commands.options import ON_INTERRUPT, data_dir_option
+from intriguing.commands.options import ON_INTERRUPT, data_dir_option, device_option
 
 
 @click.command("reproduce")
@@ -30,8 +30,13 @@ from intriguing.commands.options import ON_INTERRUPT, data_dir_option
                    "More than 1 needs Ray: pip install 'intriguing[ray]'. The numbers do not depend on it.")
 @click.option("--ray-address", default=None, metavar="ADDR",
               help="Join the Ray cluster at ADDR (printed by 'ray start --head'; 'auto' finds a local one).")
+@device_option
+@click.option("--gpus-per-unit", type=click.FloatRange(min=0, max=8), default=None, metavar="N",
+              help="GPUs each unit of work asks Ray for with --device cuda (default 1; 0.25 lets four units "
+                   "share a GPU).")
 def command(preset: str, out: str | None, only: tuple[str, ...], data_dir: str | None, cache: str | None,
-            progress: bool, workers: int | None, ray_address: str | None) -> None:
+            progress: bool, workers: int | None, ray_address: str | None, device: str,
+            gpus_per_unit: float | None) -> None:
     """Reproduce the paper's results: results.json, report.md, report.html and figures/ in the output folder."""
     start = time.perf_counter()
     folder = out if out is not None else paper.default_out(preset)
@@ -43,7 +48,7 @@ def command(preset: str, out: str | None, only: tuple[str, ...], data_dir: str |
     )
     sections = [key.strip() for item in only for key in item.split(",") if key.strip()]
     document = paper.reproduce(preset, out, only=sections or None, data_dir=data_dir, cache=cache, progress=progress,
-                               workers=workers, ray_address=ray_address)
+                               workers=workers, ray_address=ray_address, device=device, gpus_per_unit=gpus_per_unit)
     click.echo(f"{len(document['sections'])} sections in {folder}/ (report.html, report.md, results.json); "
                f"{verdict_counts(document['claims'])} [{time.perf_counter() - start:.1f}s]")
 

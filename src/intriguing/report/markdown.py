@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from intriguing import data
-from intriguing.report.summary import VERDICTS, claims_summary, sanity_summary, short_title
+from intriguing.report.summary import claims_summary, sanity_summary, short_title
 from intriguing.runner.section import UNJUDGED_PRESETS, dataset_name
 
 TITLE = "Intriguing properties of neural networks: reproduction report"

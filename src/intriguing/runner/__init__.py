@@ -9,18 +9,15 @@ from the checkpoint cache; long sections keep their own intermediate files in ``
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
-
-import torch
 
 from intriguing import records
 from intriguing.records import check_writable
 from intriguing.errors import IntriguingError, unknown_name_error
+from intriguing.runner.backends.base import torch_threads
 from intriguing.runner.progress import Display
 from intriguing.runner.section import PRESETS, Claim, Context, Section, preset_settings
 from intriguing.runner.storage import config_hash, stored, store
@@ -40,7 +37,7 @@ def run(sections: Sequence[Section], ctx: Context, *, only: list[str] | None = N
     check_writable(ctx.out, "output folder")
     chosen = _with_needs(list(sections), only) if only else list(sections)
     found = {s.key: stored(ctx, s) for s in sections}
-    with _torch_threads(threads):
+    with torch_threads(threads):
         start = time.perf_counter()
         _compute_missing(ctx, chosen, found)
         shown = [s for s in sections if found[s.key] is not None]
@@ -59,22 +56,6 @@ def _with_needs(chosen: list[Section], only: list[str]) -> list[Section]:
         if s.key in wanted:
             wanted.update(s.needs)
     return [s for s in chosen if s.key in wanted]
-
-
-@contextlib.contextmanager
-def _torch_threads(count: int | None) -> Iterator[None]:
-    """``torch.set_num_threads(count)`` inside the block, the previous setting restored after."""
-    if count is None:
-        yield
-        return
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise IntriguingError(f"threads: expected a whole number >= 1, got {count!r}")
-    before = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _compute_missing(ctx: Context, chosen: list[Section], found: dict[str, Any]) -> None:

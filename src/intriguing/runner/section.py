@@ -9,7 +9,7 @@ Markdown fragment for the report, and the optional ``claims`` checks qualitative
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,8 @@ class Context:
 
     ``ctx.stage("attack FC10(1e-4)", 0.4)`` names what a long section is doing now and how far it
     is (a fraction of the section), so the progress line and its ETA stay honest. ``backend`` runs
-    the sections' units of work (:mod:`intriguing.runner.work`): in this process, or on Ray workers.
+    the sections' units of work (:mod:`intriguing.runner.work`): in this process, or on Ray workers;
+    attacks run on ``device`` (a GPU, when the backend gives each unit one).
     """
 
     preset: str
@@ -42,6 +43,7 @@ class Context:
     progress: bool = True
     on_stage: Callable[[str, float | None], None] = field(default=_no_display, compare=False, repr=False)
     backend: Backend = field(default_factory=InProcess, compare=False, repr=False)
+    device: str = "cpu"
 
     @property
     def figures(self) -> Path:
@@ -61,6 +63,19 @@ class Context:
     def stage(self, text: str, fraction: float | None = None) -> None:
         """Report the current step of the running section (``fraction`` of it done, if known)."""
         self.on_stage(text, fraction)
+
+    def map(self, function: Callable[[Any], Any], specs: Sequence[Any], what: str, share: float = 1.0) -> list[Any]:
+        """``function`` over ``specs`` on :attr:`backend` (units of work, results in ``specs``' order), with
+        the stage line counting finished units: ``"<what>: 3/8"``; ``share`` of the section is this work."""
+        done = 0
+
+        def advance(_: int, __: Any) -> None:
+            nonlocal done
+            done += 1
+            self.stage(f"{what}: {done}/{len(specs)}", share * done / max(len(specs), 1))
+
+        self.stage(f"{what}: 0/{len(specs)}", 0.0)
+        return self.backend.map(function, specs, on_result=advance)
 
 
 FINDING, SANITY = "finding", "sanity"

@@ -38,7 +38,9 @@ def config_hash(section: Section, ctx: Context) -> str:
     blob = json.dumps(
         {"key": section.key, "preset": ctx.preset, "settings": records.to_jsonable(section.chosen(ctx.preset)),
          "data_dir": ctx.data_dir, "library": library_version(),
-         "section_code": code_version(module.rpartition(".")[0] or module) if module else None}, sort_keys=True,
+         "section_code": code_version(module.rpartition(".")[0] or module) if module else None,
+         # Another device gives other floats: its results are its own (CPU runs keep their old hashes).
+         **({"device": ctx.device} if ctx.device != "cpu" else {})}, sort_keys=True,
     )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -40,6 +40,14 @@ from intriguing.transfer import AdversarialSet
 SHARD_SIZE = 250  # examples per attack unit: the batch the attack runs on, whatever the workers
 
 
+def absolute_data_dir(data_dir: str | Path | None) -> str | None:
+    """The data folder as an absolute path for a spec (a worker's working folder and environment may
+    differ); the bundled MNIST stays ``None``, each node's own copy."""
+    if data_dir or os.environ.get(data.DATA_DIR_ENV):
+        return str(data.resolve_data_dir(data_dir).resolve())
+    return None
+
+
 # --- training one model -------------------------------------------------------------------------------------
 
 
@@ -62,11 +70,8 @@ class TrainModel:
     def of(cls, name: str, *, on: str = "train", seed: int = 0, limit: int | None = None,
            overrides: dict[str, Any] | None = None, data_dir: str | None = None,
            cache: str | None = None) -> TrainModel:
-        """A spec naming this process's data and cache folders as absolute paths (resolved now: a worker's
-        working folder and environment may differ; the bundled MNIST stays ``None``, each node's own)."""
-        if data_dir or os.environ.get(data.DATA_DIR_ENV):
-            data_dir = str(data.resolve_data_dir(data_dir).resolve())
-        return cls(name, on, seed, limit, tuple(sorted((overrides or {}).items())), data_dir,
+        """A spec naming this process's data and cache folders as absolute paths (:func:`absolute_data_dir`)."""
+        return cls(name, on, seed, limit, tuple(sorted((overrides or {}).items())), absolute_data_dir(data_dir),
                    str(zoo.cache_dir(cache).resolve()))
 
     def load(self) -> zoo.TrainedModel:
@@ -115,7 +120,8 @@ def trained(backend: Backend, specs: Sequence[TrainModel],
 @dataclass(frozen=True)
 class AttackShard:
     """Examples ``start:stop`` of the seeded choice of ``examples`` from ``split``, attacked towards
-    their seeded random targets (:func:`intriguing.seeding.random_targets`) on ``model``."""
+    their seeded random targets (:func:`intriguing.seeding.random_targets`) on ``model``, on
+    ``device`` (``"cpu"``, ``"cuda"``, ...: the attack is where a GPU pays; training stays on the CPU)."""
 
     model: TrainModel
     split: str
@@ -124,6 +130,7 @@ class AttackShard:
     start: int
     stop: int
     attack: LBFGSConfig
+    device: str = "cpu"
 
 
 def shard_ranges(n: int, size: int = SHARD_SIZE) -> list[tuple[int, int]]:
@@ -153,8 +160,11 @@ def attack_shard(spec: AttackShard) -> AdversarialSet:
     images, _, index, targets = _choice(spec.split, spec.examples, spec.seed, spec.model.data_dir)
     x, targets = images[index[spec.start : spec.stop]], targets[spec.start : spec.stop].clone()
     del images  # the split's float copy; only the shard is kept while attacking
-    model = spec.model.load().model
-    return transfer.attack_model(model, x, targets, attack=LBFGS(spec.attack), batch_size=len(x))
+    device = torch.device(spec.device)
+    model = spec.model.load().model.to(device)
+    found = transfer.attack_model(model, x.to(device), targets.to(device), attack=LBFGS(spec.attack),
+                                  batch_size=len(x))
+    return AdversarialSet(**{name: getattr(found, name).cpu() for name in transfer.TENSORS}, config=found.config)
 
 
 def load_shard(path: Path, n: int) -> AdversarialSet | None:
@@ -229,6 +239,67 @@ def units_seed(spec: UnitsSeed) -> list[tuple[str, str, Any]]:
             for variant, model in models for layer in spec.layers]
 
 
+# --- one network's layer-wise bounds (Table 5, Sec. 4.3) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BoundNetwork:
+    """Table 5 for one network: AlexNet with seeded random weights when ``model`` is None (no trained
+    ImageNet weights ship), else a trained zoo model, whose bounds come with empirical lower bounds from
+    its first ``images`` test images (input gradients) and ``pairs`` of them attacked by ``attack``."""
+
+    model: TrainModel | None
+    images: int = 0
+    pairs: int = 0
+    attack: LBFGSConfig = LBFGSConfig.refined()
+    tol: float = 1e-5
+    seed: int = 0
+
+
+def bound_network(spec: BoundNetwork) -> Any:
+    """Unit: the network's :class:`~intriguing.spectral.SpectralTable`."""
+    from intriguing import alexnet, architectures
+    from intriguing.spectral import adversarial_pairs, spectral_table
+
+    if spec.model is None:
+        return spectral_table(alexnet.alexnet(seed=spec.seed), alexnet.INPUT_SHAPE, name="AlexNet", tol=spec.tol,
+                              seed=spec.seed)
+    images, labels = data.load_mnist("test", spec.model.data_dir)
+    model = spec.model.load().model
+    pairs = adversarial_pairs(model, images[: spec.pairs], labels[: spec.pairs], spec.attack) if spec.pairs else None
+    return spectral_table(model, architectures.INPUT_SHAPE, name=spec.model.name, images=images[: spec.images],
+                          pairs=pairs if pairs is not None and len(pairs[0]) else None, tol=spec.tol, seed=spec.seed)
+
+
+@dataclass(frozen=True)
+class LipschitzGap:
+    """One network's global Lipschitz constant bracketed (Sec. 4.3): the paper's product of layer norms,
+    LipSDP-Neuron and the largest Jacobian norm on the first ``images`` test images. ``model`` None is a
+    seeded untrained 16-16-10 sigmoid MLP whose SDP solves in a second (the smoke stand-in)."""
+
+    model: TrainModel | None
+    images: int
+    seed: int = 0
+    data_dir: str | None = None
+
+
+def lipschitz_gap(spec: LipschitzGap) -> dict[str, Any]:
+    """Unit: ``{"product", "lipsdp", "lipsdp_status", "lipsdp_method", "lipsdp_seconds", "lower"}``."""
+    from intriguing.architectures import fully_connected
+    from intriguing.oracles import jacobian_lower_bound, lipsdp, product_bound
+    from intriguing.seeding import seeded
+
+    if spec.model is None:
+        with seeded(spec.seed):
+            model = fully_connected(16, 16, 10).eval()
+    else:
+        model = spec.model.load().model.eval()
+    images = data.load_mnist("test", spec.data_dir)[0][: spec.images]
+    sdp = lipsdp(model)
+    return {"product": product_bound(model), "lipsdp": sdp.value, "lipsdp_status": sdp.status,
+            "lipsdp_method": sdp.method, "lipsdp_seconds": sdp.seconds, "lower": jacobian_lower_bound(model, images)}
+
+
 # --- one seed of the adversarial-training study (Sec. 4.1) --------------------------------------------------
 
 
@@ -245,19 +316,13 @@ class AdvTrainRun:
 
 def adv_train_run(spec: AdvTrainRun) -> Any:
     """Unit: the :class:`~intriguing.advtrain.study.RunResult` of one variant and seed."""
-    from intriguing.advtrain.study import train_and_evaluate
+    from intriguing.advtrain import run_one
 
-    study = spec.study
-    images, labels = data.load_mnist("train", spec.data_dir)
-    test = data.load_mnist("test", spec.data_dir)
-    evaluation = test[0][: study.eval_examples], test[1][: study.eval_examples]
-    return train_and_evaluate(study.model, spec.variant, study.variants()[spec.variant], study.train_recipe(),
-                              spec.seed, (images[: study.limit], labels[: study.limit]), test, evaluation,
-                              eval_target=study.eval_target, eval_attack=LBFGS(study.eval_attack), progress=False)
+    return run_one(spec.study, spec.variant, spec.seed, data_dir=spec.data_dir)
 
 
 __all__ = [
-    "SHARD_SIZE", "AdvTrainRun", "AttackShard", "TrainModel", "UnitsSeed", "adv_train_run", "attack_shard",
-    "attack_stored", "chosen_examples", "joined", "load_shard", "shard_ranges", "train_model", "trained",
+    "SHARD_SIZE", "AdvTrainRun", "BoundNetwork", "LipschitzGap", "absolute_data_dir", "bound_network", "AttackShard", "TrainModel", "UnitsSeed", "adv_train_run", "attack_shard",
+    "attack_stored", "chosen_examples", "joined", "lipschitz_gap", "load_shard", "shard_ranges", "train_model", "trained",
     "units_seed",
 ]

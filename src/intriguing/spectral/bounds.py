@@ -66,9 +66,19 @@ def register_bound(*kinds: type[nn.Module]) -> Callable[[BoundFunction], BoundFu
 
 
 def bound_function(call: LayerCall) -> BoundFunction:
-    """The registered bound of ``call``'s module type (the most specific one), or a clear error."""
-    for kind in type(call.module).__mro__:
+    """The registered bound of ``call``'s module type (the most specific one), or a clear error.
+
+    A subclass that brings its own ``forward`` (e.g. a ``Conv2d`` that pads first) computes something
+    its registered ancestor's bound does not describe: it is refused rather than bounded wrongly.
+    """
+    cls = type(call.module)
+    for kind in cls.__mro__:
         if kind in _BOUNDS:
+            if cls.forward is not kind.forward:
+                raise IntriguingError(
+                    f"layer {call.name!r}: {cls.__name__} is a {kind.__name__} with its own forward, which the "
+                    f"{kind.__name__} bound does not describe; register one with "
+                    f"intriguing.spectral.register_bound({cls.__name__})")
             return _BOUNDS[kind]
     known = ", ".join(sorted(k.__name__ for k in _BOUNDS))
     raise IntriguingError(

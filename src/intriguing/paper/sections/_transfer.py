@@ -161,13 +161,13 @@ def _attack(ctx: Context, s: TransferSettings, experiment: TransferExperiment, s
             cache_keys: Mapping[str, str], n: int, share: float) -> dict[str, AdversarialSet]:
     """Every model's adversarial set of its ``n`` examples: read back from ``adversarial-<key>.safetensors``,
     or attacked shard by shard on ``ctx.backend`` (all models' shards at once, so every worker is busy)."""
-    keys = {column: attack_key(s, experiment, cache_keys[column]) for column in specs}
+    keys = {column: attack_key(s, experiment, cache_keys[column], ctx.device) for column in specs}
     found = {column: work.load_shard(ctx.artifacts / f"adversarial-{key}.safetensors", n)
              for column, key in keys.items()}
     missing = [column for column, adversarial in found.items() if adversarial is None]
     ranges = work.shard_ranges(n, s.shard_size)
     units = [(column, work.AttackShard(specs[column], experiment.attacked_split, s.examples, s.seed, start, stop,
-                                       s.attack)) for column in missing for start, stop in ranges]
+                                       s.attack, ctx.device)) for column in missing for start, stop in ranges]
 
     def progress(done: int) -> None:
         ctx.stage(f"attack: {done}/{len(units)} shards of {len(missing)} models ({n} examples each)",
@@ -233,15 +233,17 @@ def stored_attack(path: Path, n: int, attack: Callable[[], AdversarialSet]) -> A
     return adversarial
 
 
-def attack_key(s: TransferSettings, experiment: TransferExperiment, model_key: str) -> str:
-    """Names a stored attack by what determines it: model weights, examples, targets, the attack and its code.
+def attack_key(s: TransferSettings, experiment: TransferExperiment, model_key: str, device: str = "cpu") -> str:
+    """Names a stored attack by what determines it: model weights, examples, targets, the attack and its
+    code, and the device when not the CPU (another device gives other floats).
 
     The code version is a hash of the attack's modules, so a change to the solver recomputes the
     stored attacks instead of reusing stale ones.
     """
     blob = json.dumps({"model": model_key, "split": experiment.attacked_split, "examples": s.examples,
                        "seed": s.seed, "attack": s.attack.to_dict(), "shard_size": s.shard_size,
-                       "code": code_version(*ATTACK_CODE)}, sort_keys=True)
+                       "code": code_version(*ATTACK_CODE), **({"device": device} if device != "cpu" else {})},
+                      sort_keys=True)
     return f"{model_key}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 

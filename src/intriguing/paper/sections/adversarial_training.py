@@ -2,7 +2,7 @@
 
 The paper states three test errors for its 100-100-10 network (1.6% with weight decay, about 1.3%
 with dropout, below 1.2% with per-layer pools of adversarial examples). The section runs
-:func:`intriguing.advtrain.run_experiment` at the preset's scale, shows each variant's test error
+each variant and seed of the study (:func:`intriguing.advtrain.run_one`) as a unit of work at the preset's scale, shows each variant's test error
 (mean ± std over seeds) and robustness beside them, and judges the claims only at the paper's scale.
 """
 
@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from intriguing import records, stats
-from intriguing.advtrain import INPUT, AdvTrainConfig, AdvTrainStudyConfig, run_experiment
+from intriguing.advtrain import INPUT, AdvTrainConfig, AdvTrainStudyConfig, collect_study, study_jobs
 from intriguing.paper.tables import paper
 from intriguing.paper.verdicts import all_positive, gap, listed, undecided_note, welch_gap
 from intriguing.report import number, table
-from intriguing.runner import Claim, Context, Section, preset_settings
+from intriguing.runner import Claim, Context, Section, preset_settings, work
 from intriguing.runner.section import dataset_name
 
 KEY = "adversarial_training"
@@ -44,10 +45,13 @@ def paper_figure(layers: Sequence[str], dropout: float) -> str:
 
 
 def run(ctx: Context, config: AdvTrainStudyConfig, results: dict[str, Any]) -> dict[str, Any]:
-    """Train and test every variant and seed of ``config``; the study as a JSON-able record."""
-    study = run_experiment(config, data_dir=ctx.data_dir, progress=ctx.progress,
-                           on_run=lambda text, fraction: ctx.stage(f"adversarial training: {text}", fraction))
-    return records.to_jsonable(study)
+    """Train and test every variant and seed of ``config``, one unit of work per run on ``ctx.backend``;
+    the study as a JSON-able record."""
+    jobs = study_jobs(config)
+    specs = [work.AdvTrainRun(config, variant, seed, work.absolute_data_dir(ctx.data_dir)) for variant, seed in jobs]
+    start = time.perf_counter()
+    runs = ctx.map(work.adv_train_run, specs, "adversarial training runs")
+    return records.to_jsonable(collect_study(config, runs, time.perf_counter() - start, ctx.data_dir))
 
 
 def _per_seed(result: dict[str, Any], variant: str, field: str) -> list[float]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from intriguing import imagenet
+from intriguing import efficientnet, imagenet
 from intriguing.attacks import LBFGSConfig
 from intriguing.paper.verdicts import all_positive, at_least, listed, undecided_note
 from intriguing.records import to_jsonable
@@ -55,7 +55,7 @@ SETTINGS = preset_settings(
 def run(ctx: Context, s: Fig5Settings, _: dict) -> dict[str, Any]:
     """Attack every photo towards ``s.target``, record the distortions and draw Fig. 5."""
     if not imagenet.available():
-        return {"skipped": f"needs the pretrained network and photos: {imagenet.EXTRA}"}
+        return {"skipped": f"needs the pretrained network and photos: {efficientnet.EXTRA}"}
     ctx.stage("pretrained EfficientNet-Lite0 and the photos", 0.0)
     loaded = imagenet.pretrained_model(size=s.size)
     images = imagenet.photos(s.photos, s.size)

@@ -12,15 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
-
-from intriguing import data, zoo
-from intriguing.architectures import fully_connected
-from intriguing.oracles import jacobian_lower_bound, lipsdp, product_bound
+from intriguing import data
 from intriguing.report.markdown import table
-from intriguing.runner import Claim, Context, Section, preset_settings
+from intriguing.runner import Claim, Context, Section, preset_settings, work
 from intriguing.runner.section import SANITY
-from intriguing.seeding import seeded
 
 KEY = "lipschitz_gap"
 TINY = "tiny FC16-16-10 (untrained)"
@@ -37,26 +32,16 @@ SETTINGS = preset_settings(smoke=Settings(models=(TINY,), images=50), default=Se
                            full=Settings(images=10_000))
 
 
-def _model(ctx: Context, name: str, s: Settings) -> torch.nn.Module:
-    """A zoo model, or (smoke) a seeded untrained 16-16-10 sigmoid MLP whose SDP solves in a second."""
-    if name == TINY:
-        with seeded(s.seed):
-            return fully_connected(16, 16, 10).eval()
-    return zoo.trained(name, seed=s.seed, data_dir=ctx.data_dir, cache=ctx.cache, progress=False).model.eval()
-
-
 def run(ctx: Context, s: Settings, _: dict) -> dict[str, Any]:
-    """Product bound, LipSDP and the largest Jacobian norm on the first ``images`` test images, per model."""
-    images = data.load_mnist("test", ctx.data_dir)[0][: s.images]
-    rows = {}
-    for i, name in enumerate(s.models):
-        ctx.stage(f"LipSDP of {name}", i / len(s.models))
-        model = _model(ctx, name, s)
-        sdp = lipsdp(model)
-        rows[name] = {"product": product_bound(model), "lipsdp": sdp.value, "lipsdp_status": sdp.status,
-                      "lipsdp_method": sdp.method, "lipsdp_seconds": sdp.seconds,
-                      "lower": jacobian_lower_bound(model, images)}
-    return {"images": len(images), "rows": rows}
+    """Product bound, LipSDP and the largest Jacobian norm on the first ``images`` test images, per model;
+    one unit of work per model on ``ctx.backend``."""
+    data_dir = work.absolute_data_dir(ctx.data_dir)
+    specs = [work.LipschitzGap(None if name == TINY else work.TrainModel.of(name, seed=s.seed, data_dir=ctx.data_dir,
+                                                                           cache=ctx.cache),
+                               s.images, s.seed, data_dir) for name in s.models]
+    rows = ctx.map(work.lipschitz_gap, specs, "models bounded by LipSDP")
+    images = len(data.load_mnist("test", ctx.data_dir)[0][: s.images])
+    return {"images": images, "rows": dict(zip(s.models, rows))}
 
 
 def render(result: dict[str, Any], ctx: Context) -> str:

@@ -12,14 +12,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from intriguing import alexnet, architectures, data, zoo
+from intriguing import alexnet
 from intriguing.attacks import LBFGSConfig
 from intriguing.paper.tables import paper
 from intriguing.records import to_jsonable
 from intriguing.report import table
-from intriguing.runner import Claim, Context, Section, preset_settings
+from intriguing.runner import Claim, Context, Section, preset_settings, work
 from intriguing.runner.section import SANITY
-from intriguing.spectral import adversarial_pairs, spectral_table
 
 KEY = "table5"
 
@@ -66,20 +65,14 @@ def run(ctx: Context, s: Table5Settings, results: dict[str, Any]) -> dict[str, A
                      "gradient_images": f"first {s.images} test images", "pairs": f"first {s.pairs} test images, "
                      f"untargeted LBFGS {_changed(s.attack)}", "tol": s.tol},
     }
-    steps = len(s.models) + s.alexnet
-    if s.alexnet:
-        ctx.stage("AlexNet's layers", 0.0)
-        result["alexnet"] = spectral_table(alexnet.alexnet(seed=s.seed), alexnet.INPUT_SHAPE, name="AlexNet",
-                                           tol=s.tol, seed=s.seed)
-    images, labels = data.load_mnist("test", ctx.data_dir)
-    for i, name in enumerate(s.models):
-        ctx.stage(f"{name}: train, attack, bound", (i + s.alexnet) / steps)
-        model = zoo.trained(name, seed=s.seed, limit=s.limit, overrides=s.overrides, data_dir=ctx.data_dir,
-                            cache=ctx.cache, progress=False).model
-        pairs = adversarial_pairs(model, images[: s.pairs], labels[: s.pairs], s.attack) if s.pairs else None
-        result["mnist"].append(spectral_table(model, architectures.INPUT_SHAPE, name=name, images=images[: s.images],
-                                              pairs=pairs if pairs is not None and len(pairs[0]) else None,
-                                              tol=s.tol, seed=s.seed))
+    specs = [work.BoundNetwork(None, tol=s.tol, seed=s.seed)] if s.alexnet else []
+    specs += [work.BoundNetwork(work.TrainModel.of(name, seed=s.seed, limit=s.limit, overrides=s.overrides,
+                                                   data_dir=ctx.data_dir, cache=ctx.cache),
+                                images=s.images, pairs=s.pairs, attack=s.attack, tol=s.tol, seed=s.seed)
+              for name in s.models]
+    tables = ctx.map(work.bound_network, specs, "networks trained, attacked and bounded")
+    result["alexnet"] = tables[0] if s.alexnet else None
+    result["mnist"] = tables[1:] if s.alexnet else tables
     return to_jsonable(result)
 
 

@@ -61,15 +61,8 @@ def _analyse_models(ctx: Context, settings: StudySettings) -> dict[Key, list[Lay
                             layers=tuple(layer for model_name, layer in settings.layers if model_name == name),
                             images=settings.images, k=settings.k, directions=settings.directions)
              for name in models for seed in settings.seeds]
-
-    def progress(i: int, _: Any) -> None:
-        done.append(i)
-        ctx.stage(f"units: {len(done)}/{len(specs)} model seeds", 0.8 * len(done) / len(specs))
-
-    done: list[int] = []
-    ctx.stage(f"units: 0/{len(specs)} model seeds", 0.0)
     analyses: dict[Key, list[LayerAnalysis]] = {}
-    for spec, found in zip(specs, ctx.backend.map(work.units_seed, specs, on_result=progress)):
+    for spec, found in zip(specs, ctx.map(work.units_seed, specs, "units: model seeds", share=0.8)):
         for layer, variant, analysis in found:
             analyses.setdefault((spec.model.name, layer, variant), []).append(analysis)
     return analyses

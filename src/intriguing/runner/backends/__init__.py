@@ -18,7 +18,7 @@ import os
 
 from intriguing.errors import IntriguingError
 from intriguing.numerics import flush_subnormals
-from intriguing.runner.backends.base import Backend, OnResult, local_cores, ray_installed, worker_setup
+from intriguing.runner.backends.base import Backend, local_cores, ray_installed, worker_setup
 
 
 WORKERS_ENV = "INTRIGUING_WORKERS"
@@ -34,13 +34,19 @@ def default_workers() -> int:
     return int(chosen)
 
 
-def create(workers: int | None = None, ray_address: str | None = None, *, threads: int = 1) -> Backend:
+def create(workers: int | None = None, ray_address: str | None = None, *, threads: int = 1,
+           gpus_per_unit: float = 0.0) -> Backend:
     """The backend for ``workers`` local processes, or for the Ray cluster at ``ray_address``.
 
     One worker and no address run in this process (no Ray needed); more workers start a local Ray
     instance; an address (``ray start --head`` prints it; ``"auto"`` finds a local one) joins a
-    cluster, whose CPUs set how many units run at once unless ``workers`` says fewer.
+    cluster, whose CPUs set how many units run at once unless ``workers`` says fewer. On Ray each
+    unit asks for ``gpus_per_unit`` GPUs (e.g. 0.25: four units share one), so Ray places units
+    only where a GPU is free; in-process the unit simply uses this machine's.
     """
+    if isinstance(gpus_per_unit, bool) or not isinstance(gpus_per_unit, int | float) or not 0 <= gpus_per_unit <= 8:
+        raise IntriguingError(f"gpus per unit: expected a number from 0 to 8 (e.g. 1, or 0.25 to share a GPU "
+                              f"between four units), got {gpus_per_unit!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise IntriguingError(f"workers: expected a whole number >= 1, got {workers!r}")
     # This process evaluates what the units return: subnormals flushed here too, whatever the backend.
@@ -53,7 +59,7 @@ def create(workers: int | None = None, ray_address: str | None = None, *, thread
             f"{workers} workers need Ray, which is not installed: pip install 'intriguing[ray]' "
             "(or use --workers 1)")
     from intriguing.runner.backends.ray import RayBackend
-    return RayBackend(workers=workers, address=ray_address, threads=threads)
+    return RayBackend(workers=workers, address=ray_address, threads=threads, gpus_per_unit=gpus_per_unit)
 
 
 __all__ = ["WORKERS_ENV", "Backend", "create", "default_workers", "local_cores", "ray_installed", "worker_setup"]

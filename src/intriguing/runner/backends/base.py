@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 import torch
 
+from intriguing.errors import IntriguingError
 from intriguing.numerics import flush_subnormals
 
 Spec = TypeVar("Spec")
@@ -41,6 +43,23 @@ def worker_setup(threads: int = 1) -> None:
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     flush_subnormals()
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(count)`` inside the block, the previous setting restored after
+    (``None``: unchanged); for work run in the caller's own process."""
+    if count is None:
+        yield
+        return
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise IntriguingError(f"threads: expected a whole number >= 1, got {count!r}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def ray_installed() -> bool:

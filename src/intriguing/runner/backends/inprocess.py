@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
-
-from intriguing.runner.backends.base import OnResult, worker_setup
+from intriguing.runner.backends.base import OnResult, torch_threads, worker_setup
 
 
 class InProcess:
@@ -22,16 +20,13 @@ class InProcess:
 
     def map(self, function: Callable[[Any], Any], specs: Sequence[Any], *,
             on_result: OnResult | None = None) -> list[Any]:
-        before = torch.get_num_threads()
         results = []
-        try:
+        with torch_threads(self.threads):  # the caller's own thread count comes back afterwards
             worker_setup(self.threads)
             for i, spec in enumerate(specs):
                 results.append(function(spec))
                 if on_result is not None:
                     on_result(i, results[-1])
-        finally:
-            torch.set_num_threads(before)
         return results
 
     def close(self) -> None:

@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import ray
-import torch
 
 from intriguing.errors import IntriguingError
 from intriguing.numerics import flush_subnormals
@@ -28,6 +27,12 @@ MAX_RETRIES = 3
 # Units in flight per worker: enough to keep every worker busy, few enough that results waiting
 # in the object store stay bounded (a worker holds one unit's data at a time).
 IN_FLIGHT_PER_WORKER = 2
+
+
+def unit_resources(gpus_per_unit: float = 0.0) -> dict[str, float]:
+    """What each unit asks Ray for: one CPU (its one torch thread), and ``gpus_per_unit`` GPUs when the
+    units run on CUDA (Ray then sets each worker's ``CUDA_VISIBLE_DEVICES`` to the GPU it was given)."""
+    return {"num_cpus": 1, **({"num_gpus": gpus_per_unit} if gpus_per_unit else {})}
 
 
 def _run_unit(function: Callable[[Any], Any], spec: Any, threads: int) -> Any:
@@ -46,14 +51,20 @@ class RayBackend:
     """
 
     def __init__(self, workers: int | None = None, address: str | None = None, *, threads: int = 1,
-                 object_store_memory: int | None = None):
+                 object_store_memory: int | None = None, gpus_per_unit: float = 0.0):
         self.threads = threads
         self._owned = not ray.is_initialized()
         if self._owned:
             self._start(workers, address, object_store_memory)
         available = int(ray.cluster_resources().get("CPU", 1))
         self.workers = min(workers, available) if workers else available
-        self._task = ray.remote(_run_unit).options(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if gpus_per_unit > gpus:
+            self.close()
+            raise IntriguingError(f"each unit asks for {gpus_per_unit} GPU(s) but the Ray cluster has {gpus:g}: "
+                                  "join a cluster with GPUs (--ray-address), or use --device cpu")
+        self._task = ray.remote(_run_unit).options(**unit_resources(gpus_per_unit), max_retries=MAX_RETRIES,
+                                                   retry_exceptions=False)
         # This process evaluates what the workers return: flush subnormals here too, as in-process does.
         flush_subnormals()
 
