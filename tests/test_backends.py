@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -177,6 +178,31 @@ def test_ray_and_in_process_give_bitwise_identical_numbers_in_every_section_with
     artifacts = tmp_path / "b" / "artifacts"
     assert len(list(artifacts.glob("adversarial-*.safetensors"))) == 9  # 3 shards each, joined
     assert not list((artifacts / "shards").rglob("*.safetensors"))
+
+
+def test_a_ray_run_prints_its_one_summary_line_and_nothing_else(tmp_path):
+    pytest.importorskip("ray")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"} | {"HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", "from intriguing.cli import main; main()", "reproduce", "--preset", "smoke", "--only",
+                           "deviations", "--workers", "2", "--no-progress", "--out", str(tmp_path / "run")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "" and len(done.stdout.strip().splitlines()) == 1
+
+
+def test_a_refused_ray_token_is_one_clear_line_not_a_traceback(monkeypatch):
+    ray = pytest.importorskip("ray")
+    from intriguing.runner.backends.ray import RayBackend
+
+    def refuse(**_):
+        raise ray.exceptions.AuthenticationError("InvalidAuthToken: Authentication token is missing or incorrect.\n"
+                                                 "Ensure that the token for the cluster is available.")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(IntriguingError, match="cannot join the Ray cluster at head:6379: InvalidAuthToken.*auth_token") \
+            as error:
+        RayBackend._start(2, "head:6379", None)
+    assert "\n" not in str(error.value)
 
 
 def killed_once(spec: work.AttackShard, folder: str) -> object:

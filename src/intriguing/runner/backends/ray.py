@@ -22,6 +22,7 @@ from intriguing.errors import IntriguingError
 from intriguing.numerics import flush_subnormals
 from intriguing.runner.backends.base import OnResult, local_cores, worker_setup
 
+TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 # Tries of a unit after its worker died (a system failure, not an exception of the unit).
 MAX_RETRIES = 3
 # Units in flight per worker: enough to keep every worker busy, few enough that results waiting
@@ -73,13 +74,17 @@ class RayBackend:
         options: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
         if address is None:
             options.update(num_cpus=workers or local_cores(), object_store_memory=object_store_memory)
+            # Ray turns token authentication on for a local instance and says so in a warning line; the
+            # protection is kept, the line (which would break our one-line output) is not printed.
+            logging.getLogger(TOKEN_SETUP_LOGGER).setLevel(logging.ERROR)
         try:
             ray.init(address=address, **options)
-        except (ConnectionError, RuntimeError, ValueError) as e:
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if address is None:
-                raise IntriguingError(f"cannot start a local Ray instance: {e}") from None
+                raise IntriguingError(f"cannot start a local Ray instance: {reason}") from None
             raise IntriguingError(
-                f"cannot join the Ray cluster at {address}: {e}. A cluster started with 'ray start' checks a "
+                f"cannot join the Ray cluster at {address}: {reason}. A cluster started with 'ray start' checks a "
                 "token: export RAY_AUTH_MODE=token here, with the head's ~/.ray/auth_token in ~/.ray/") from None
 
     def map(self, function: Callable[[Any], Any], specs: Sequence[Any], *,
