@@ -170,6 +170,18 @@ def fig5_examples(model: nn.Module, images: torch.Tensor, *, target: int | str =
                         evaluations=result.evaluations.tolist(), seconds=seconds, config=result.config)
 
 
+def joined(parts: Sequence[Fig5Examples]) -> Fig5Examples:
+    """One :class:`Fig5Examples` from runs on parts of the images (e.g. one photo per worker), in order;
+    their attack times add up."""
+    first = parts[0]
+    lists = {name: [v for part in parts for v in getattr(part, name)]
+             for name in ("names", "original_class", "adversarial_class", "success", "distortion", "distortion_paper",
+                          "evaluations")}
+    return dataclasses.replace(first, **lists, original=torch.cat([p.original for p in parts]),
+                               adversarial=torch.cat([p.adversarial for p in parts]),
+                               seconds=sum(p.seconds for p in parts))
+
+
 def _names(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
     if class_names is None:
         return imagenet_class_names() if num_classes == 1000 else [str(i) for i in range(num_classes)]

@@ -300,6 +300,30 @@ def lipschitz_gap(spec: LipschitzGap) -> dict[str, Any]:
             "lipsdp_method": sdp.method, "lipsdp_seconds": sdp.seconds, "lower": jacobian_lower_bound(model, images)}
 
 
+# --- one photo of Fig. 5 (Sec. 4.1) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fig5Photo:
+    """scikit-image's photo ``photo`` at ``size``, attacked towards class ``target`` on the pretrained
+    EfficientNet-Lite0 (:func:`intriguing.imagenet.fig5_examples`), on ``device``."""
+
+    photo: str
+    size: int
+    target: str
+    attack: LBFGSConfig
+    device: str = "cpu"
+
+
+def fig5_photo(spec: Fig5Photo) -> Any:
+    """Unit: the photo's :class:`~intriguing.imagenet.Fig5Examples` (tensors on the CPU)."""
+    from intriguing import imagenet
+
+    loaded = imagenet.pretrained_model(size=spec.size, device=spec.device)
+    return imagenet.fig5_examples(loaded.model, imagenet.photos([spec.photo], spec.size), target=spec.target,
+                                  class_names=loaded.class_names, names=[spec.photo], config=spec.attack)
+
+
 # --- one seed of the adversarial-training study (Sec. 4.1) --------------------------------------------------
 
 
@@ -322,7 +346,7 @@ def adv_train_run(spec: AdvTrainRun) -> Any:
 
 
 __all__ = [
-    "SHARD_SIZE", "AdvTrainRun", "BoundNetwork", "LipschitzGap", "absolute_data_dir", "bound_network", "AttackShard", "TrainModel", "UnitsSeed", "adv_train_run", "attack_shard",
+    "SHARD_SIZE", "AdvTrainRun", "BoundNetwork", "Fig5Photo", "LipschitzGap", "absolute_data_dir", "bound_network", "fig5_photo", "AttackShard", "TrainModel", "UnitsSeed", "adv_train_run", "attack_shard",
     "attack_stored", "chosen_examples", "joined", "lipschitz_gap", "load_shard", "shard_ranges", "train_model", "trained",
     "units_seed",
 ]

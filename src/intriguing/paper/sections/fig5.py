@@ -18,7 +18,7 @@ from intriguing.paper.verdicts import all_positive, at_least, listed, undecided_
 from intriguing.records import to_jsonable
 from intriguing.report import table
 from intriguing.report.figures.fig5 import save_fig5
-from intriguing.runner import Claim, Context, Section, preset_settings
+from intriguing.runner import Claim, Context, Section, preset_settings, work
 from intriguing.stats import mean_interval, wilson_interval
 
 KEY = "fig5"
@@ -56,17 +56,14 @@ def run(ctx: Context, s: Fig5Settings, _: dict) -> dict[str, Any]:
     """Attack every photo towards ``s.target``, record the distortions and draw Fig. 5."""
     if not imagenet.available():
         return {"skipped": f"needs the pretrained network and photos: {efficientnet.EXTRA}"}
-    ctx.stage("pretrained EfficientNet-Lite0 and the photos", 0.0)
-    loaded = imagenet.pretrained_model(size=s.size)
-    images = imagenet.photos(s.photos, s.size)
-    ctx.stage(f"L-BFGS towards {s.target!r} on {len(images)} photos", 0.05)
-    examples = imagenet.fig5_examples(loaded.model, images, target=s.target, class_names=loaded.class_names,
-                                      names=s.photos, config=s.attack)
+    specs = [work.Fig5Photo(photo, s.size, s.target, s.attack, ctx.device) for photo in s.photos]
+    examples = imagenet.joined(ctx.map(work.fig5_photo, specs, f"photos attacked towards {s.target!r}"))
     record = examples.record()
     save_fig5(ctx.figures / FIGURE, examples.original, examples.adversarial, record["original_name"],
               record["adversarial_name"], distortions=examples.distortion,
               title=f"EfficientNet-Lite0, target {examples.target_name!r}")
-    return to_jsonable({**record, "model": loaded.description, "size": s.size, "figure": f"figures/{FIGURE}",
+    model = imagenet.pretrained_model(size=s.size, device=ctx.device).description
+    return to_jsonable({**record, "model": model, "size": s.size, "figure": f"figures/{FIGURE}",
                         "success": wilson_interval(sum(examples.success), len(examples.success)),
                         "success_per_photo": examples.success,
                         "mean_distortion": mean_interval(examples.distortion),
