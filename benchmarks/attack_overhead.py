@@ -12,10 +12,18 @@ a quiet one): (a) is the median of many short passes, (b) the best of ``--repeat
 It prints both and their ratio: the attack's bookkeeping (line search, ``c`` search, memory,
 projections) is the ratio minus one. The goal is a ratio of at most 3.
 
-Usage: ``python benchmarks/attack_overhead.py [--n 1000] [--standin] [--repeat 2] [--batch-size 512 ...]``. The model is
-the zoo's trained FC100-100-10 (trained and cached on first use); ``--standin`` (or a zoo that
-cannot deliver it) trains a quick 784-100-100-10 sigmoid network with the same weight decay on
-test images the benchmark does not attack.
+(c) a floor for (b), per example: the two passes over the L-BFGS history that every iteration needs
+    (:mod:`~intriguing.attacks.memory`: ``[s, y, q] . [S; Y]`` and ``[S; Y]^T coef``, batch 512,
+    ``memory`` 10, float32, ~31 MiB, more than the cache). One evaluation plus these passes is the
+    least an iteration can cost without a smaller or coarser history.
+
+Usage: ``python benchmarks/attack_overhead.py [--n 1000] [--standin | --model FILE] [--repeat 2]
+[--batch-size 512 ...] [--config refined|paper|pool ...]``. The model is the zoo's trained FC100-100-10
+(trained and cached on first use); ``--model FILE`` loads a module saved with ``torch.save(model, FILE)``
+instead (the same weights from run to run while the zoo's training code changes); ``--standin`` (or
+a zoo that cannot deliver it) trains a quick 784-100-100-10 sigmoid network with the same weight
+decay on test images the benchmark does not attack. ``--config`` picks the attack: ``refined`` (the
+default ``LBFGS()``, c search then refinement), ``paper`` (Tables 1-4: the c search alone), ``pool``.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from intriguing import data
-from intriguing.attacks import LBFGS
+from intriguing.attacks import LBFGS, LBFGSConfig
 
 
 def zoo_model() -> nn.Module:
@@ -72,14 +80,29 @@ def plain_seconds_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor
     return sorted(times)[len(times) // 2] / len(x)
 
 
+def history_seconds_per_example(m: int, memory: int = 10, batch: int = 512, repeat: int = 20) -> float:
+    """The two passes over a batch's L-BFGS history, as the memory makes them: median CPU time per row."""
+    history, vectors = torch.randn(batch, 2 * memory, m), torch.randn(batch, 3, m)
+    coef, out = torch.randn(batch, 1, 2 * memory), torch.zeros(batch, 1, m)
+    times = []
+    for _ in range(repeat + 1):
+        start = time.process_time()
+        torch.bmm(vectors, history.transpose(1, 2))
+        out.baddbmm_(coef, history)
+        times.append(time.process_time() - start)
+    return sorted(times[1:])[repeat // 2] / batch
+
+
 def attack_seconds_per_evaluation(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
-                                  repeat: int, batch_size: int = 512) -> tuple[float, float, float]:
+                                  repeat: int, batch_size: int = 512,
+                                  config: str = "refined") -> tuple[float, float, float]:
     """The attack's CPU seconds per example-evaluation (best of ``repeat``), mean evaluations, median distortion."""
-    LBFGS(batch_size=batch_size)(model, x[:64], target=targets[:64])  # warm-up
+    attack = LBFGS(getattr(LBFGSConfig, config)(batch_size=batch_size))
+    attack(model, x[:64], target=targets[:64])  # warm-up
     best, result = float("inf"), None
     for _ in range(repeat):
         start = time.process_time()
-        result = LBFGS(batch_size=batch_size)(model, x, target=targets)
+        result = attack(model, x, target=targets)
         best = min(best, time.process_time() - start)
     evaluations = int(result.evaluations.sum())
     return best / evaluations, evaluations / len(x), float(result.distortion.nanmedian())
@@ -91,14 +114,19 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--batch-size", type=int, action="append", default=None,
                         help="the attack's batch_size (rows solved together); repeat it to compare several")
+    parser.add_argument("--config", action="append", choices=("refined", "paper", "pool"), default=None,
+                        help="the attack's LBFGSConfig constructor (default refined, i.e. LBFGS()); repeat it for several")
     parser.add_argument("--standin", action="store_true", help="train a quick stand-in instead of the zoo model")
+    parser.add_argument("--model", help="a module saved by torch.save(model, FILE), instead of the zoo model")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     images, labels = data.load_mnist("test")
     x, y = images[: args.n], labels[: args.n]
     model, name = None, "FC100-100-10 (zoo)"
-    if not args.standin:
+    if args.model:
+        model, name = torch.load(args.model, weights_only=False).eval(), f"{args.model} (saved module)"
+    elif not args.standin:
         try:
             model = zoo_model()
         except Exception as error:  # the zoo's API may be changing; the benchmark must still run
@@ -110,11 +138,16 @@ def main() -> None:
     plain = plain_seconds_per_example(model, x, y, args.repeat)
     print(f"model: {name}; {len(x)} test examples, 1 thread, subnormals flushed, CPU times")
     print(f"(a) plain evaluation (forward + input gradient, batch 512): {1e6 * plain:8.1f} us per example")
-    for batch_size in args.batch_size or [512]:
-        per_eval, mean_evals, median = attack_seconds_per_evaluation(model, x, targets, args.repeat, batch_size)
-        print(f"(b) attack LBFGS(batch_size={batch_size}): {mean_evals:.1f} evaluations per example, median "
-              f"distortion {median:.6f}, {1e6 * per_eval:8.1f} us per evaluation")
-        print(f"ratio (b) / (a): {per_eval / plain:.1f}  (goal <= 3)")
+    passes = history_seconds_per_example(x[0].numel())
+    print(f"(c) floor: the two passes over the L-BFGS history (batch 512, memory 10): {1e6 * passes:8.1f} us per "
+          f"example; (a) + (c) = {(plain + passes) / plain:.1f} x (a)")
+    for config in args.config or ["refined"]:
+        for batch_size in args.batch_size or [512]:
+            per_eval, mean_evals, median = attack_seconds_per_evaluation(model, x, targets, args.repeat, batch_size,
+                                                                         config)
+            print(f"(b) attack LBFGS(LBFGSConfig.{config}(batch_size={batch_size})): {mean_evals:.1f} evaluations "
+                  f"per example, median distortion {median:.6f}, {1e6 * per_eval:8.1f} us per evaluation")
+            print(f"ratio (b) / (a): {per_eval / plain:.1f}  (goal <= 3)", flush=True)
 
 
 if __name__ == "__main__":

@@ -59,6 +59,60 @@ def test_compact_memory_equals_the_two_loop_recursion():
         assert torch.allclose(applied[b], two_loop(q[b], pairs, float(c[b])), atol=1e-10)
 
 
+def quadratic_pairs(rows, m, steps, seed):
+    """Curvature pairs of one random convex quadratic per row, measured at penalty ``c`` (which
+    changes after step 4), and per step which rows store their pair (all at step 2, none at step 3)."""
+    gen = torch.Generator().manual_seed(seed)
+    hessians = torch.randn(rows, m, m, dtype=torch.float64, generator=gen)
+    hessians = hessians @ hessians.transpose(1, 2) + torch.eye(m, dtype=torch.float64)
+    c = torch.full((rows,), 0.5, dtype=torch.float64)
+    for step in range(steps):
+        if step == 5:
+            c = c * torch.linspace(0.2, 5.0, rows, dtype=torch.float64)
+        s = torch.randn(rows, m, dtype=torch.float64, generator=gen)
+        stored = torch.rand(rows, generator=gen) > 0.3
+        stored[:] = True if step == 2 else False if step == 3 else stored
+        yield s, torch.einsum("bij,bj->bi", hessians, s) + 2 * c[:, None] * s, stored, c
+
+
+def test_memory_used_as_the_solver_uses_it_matches_the_two_loop_recursion():
+    """Pairs written into the memory's own buffers, a direction after every pair (the pair is
+    inserted by that same pass), the negated form, and rows dropped half-way (``keep``)."""
+    rows, m, size = 5, 12, 4
+    memory = CompactMemory(rows, m, size, torch.zeros(1, dtype=torch.float64))
+    alive, history = torch.arange(rows), [[] for _ in range(rows)]
+    gen = torch.Generator().manual_seed(1)
+    for step, (s, y, stored, c) in enumerate(quadratic_pairs(rows, m, 11, seed=1)):
+        if step == 7:  # the batch thins out: rows 1 and 3 leave
+            alive = torch.tensor([0, 2, 4])
+            memory.keep(alive)
+        s_buffer, y_buffer = memory.pair_buffers()
+        s_buffer.copy_(s[alive])
+        y_buffer.copy_(y[alive])
+        memory.add(stored[alive], s_buffer, y_buffer, c[alive])
+        for b in alive[stored[alive]].tolist():
+            history[b].append((s[b], y[b], float(c[b])))
+        q = torch.randn(len(alive), m, dtype=torch.float64, generator=gen)
+        negative = step % 2 == 0
+        applied = memory.apply(memory.q_buffer().copy_(q), c[alive], negative=negative).clone()
+        for i, b in enumerate(alive.tolist()):
+            expected = two_loop(q[i], history[b][-size:], float(c[b]))
+            assert torch.allclose(applied[i], -expected if negative else expected, atol=1e-10)
+
+
+def test_negated_direction_is_exactly_the_negation_and_a_row_ignores_its_batch():
+    rows, m, size = 4, 10, 3
+    batch, twin, alone = (CompactMemory(n, m, size, torch.zeros(1)) for n in (rows, rows, 1))
+    q = torch.randn(rows, m, generator=torch.Generator().manual_seed(2))
+    for s, y, stored, c in quadratic_pairs(rows, m, 7, seed=2):
+        s, y, c = s.float(), y.float(), c.float()
+        for memory, keep in ((batch, slice(None)), (twin, slice(None)), (alone, slice(2, 3))):
+            memory.add(stored[keep], s[keep], y[keep], c[keep])
+        plus = batch.apply(q, c).clone()
+        assert torch.equal(twin.apply(q, c, negative=True), -plus)  # bitwise
+        assert torch.allclose(alone.apply(q[2:3], c[2:3])[0], plus[2], rtol=1e-5, atol=1e-6)
+
+
 def clarabel_projection(x, A, b, low, high):
     """min |u - x|^2 s.t. A u >= b, low <= u <= high, by clarabel (None if infeasible)."""
     m = len(x)

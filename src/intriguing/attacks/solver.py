@@ -198,6 +198,8 @@ class CSearch:
                 s.keep(occupied)
             return
         empty = (s.phase == EMPTY).nonzero().squeeze(1)[:remaining]
+        if len(empty) == 0:  # the usual case while the queue lasts: every slot busy
+            return
         rows = torch.arange(self.next_row, self.next_row + len(empty), device=s.row.device)
         self.next_row += len(empty)
         s.row[empty] = rows
@@ -240,12 +242,12 @@ class CSearch:
 
     def _free(self, z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Coordinates free to move (1.0, else 0.0): not held at a bound by a gradient pointing out
-        of the box. ``side = sign(high - z) - sign(z - low)`` is +1 at the lower bound, -1 at the
-        upper, 0 inside (z is in the box); a coordinate is held where ``side * g > 0``. Float
-        arithmetic in place: boolean masks of this size cost far more on a CPU."""
+        of the box. ``side = sign(z - low) - sign(high - z)`` is -1 at the lower bound, +1 at the
+        upper, 0 inside (z is in the box); a coordinate is free where ``side * g >= 0``. Float
+        arithmetic in place (7 passes): boolean masks of this size cost far more on a CPU."""
         side = torch.sub(z, self.low).sign_()
-        side.sub_(torch.neg(z).add_(self.high).sign_()).neg_()
-        return side.mul_(g).sign_().clamp_(min=0).neg_().add_(1)
+        side.sub_(torch.rsub(z, self.high).sign_())
+        return side.mul_(g).ge_(0)
 
     def _new_directions(self, need: torch.Tensor) -> None:
         """Projected L-BFGS direction on the free coordinates, and a unit first step.
@@ -255,13 +257,15 @@ class CSearch:
         """
         s = self.slots
         free = self._free(s.z, s.g)
-        d = s.memory.apply(s.g * free, s.c).mul_(free).neg_()
+        minus_hq = s.memory.apply(torch.mul(s.g, free, out=s.memory.q_buffer()), s.c, negative=True)
+        d = torch.mul(minus_hq, free, out=s.d) if bool(need.all()) else minus_hq.mul_(free)
         fallback = need & ((d * s.g).sum(1) >= 0)
         if fallback.any():  # curvature pairs gone stale: restart from steepest descent
             s.memory.forget(fallback)
             steepest = -s.g * free
             d = torch.where(fallback[:, None], steepest / steepest.norm(dim=1, keepdim=True).clamp_min(1e-12), d)
-        s.d = torch.where(need[:, None], d, s.d)
+        if d is not s.d:
+            s.d = torch.where(need[:, None], d, s.d)
         s.step = torch.where(need, torch.ones_like(s.step), s.step)
         s.backtracks[need] = 0
         s.phase[need] = TRIAL
@@ -270,7 +274,7 @@ class CSearch:
                      margin: torch.Tensor) -> None:
         """Armijo test on the projected step: accept (update memory, test convergence) or backtrack."""
         s = self.slots
-        step = trial - s.z
+        step = torch.sub(trial, s.z, out=s.memory.pair_buffers()[0])  # written where the memory reads it
         slope = (step * s.g).sum(1)
         accept = trying & torch.isfinite(f) & (slope < 0) & (f <= s.f + self.ARMIJO * slope)
         reject = trying & ~accept
@@ -282,15 +286,18 @@ class CSearch:
     def _accept(self, accept: torch.Tensor, trial: torch.Tensor, step: torch.Tensor, f: torch.Tensor,
                 g: torch.Tensor, margin: torch.Tensor) -> None:
         s, cfg = self.slots, self.settings
-        s.memory.add(accept, step, g - s.g, s.c)
+        s.memory.add(accept, step, torch.sub(g, s.g, out=s.memory.pair_buffers()[1]), s.c)
         decrease = s.f - f
         scale = torch.maximum(torch.maximum(s.f.abs(), f.abs()), torch.ones_like(f))
-        projected_grad = ((trial - g).clamp(self.low, self.high) - trial).abs().amax(1)
+        projected_grad = (trial - g).clamp_(self.low, self.high).sub_(trial).abs_().amax(1)
         s.iters += accept.long()
         converged = accept & ((decrease <= cfg.ftol * scale) | (projected_grad <= cfg.pgtol)
                               | (s.iters >= cfg.max_iter) | self._stalled(accept, f, scale))
-        s.z = torch.where(accept[:, None], trial, s.z)
-        s.g = torch.where(accept[:, None], g, s.g)
+        if bool(accept.all()):  # trial and g are fresh tensors: take them over
+            s.z, s.g = trial, g
+        else:
+            s.z = torch.where(accept[:, None], trial, s.z)
+            s.g = torch.where(accept[:, None], g, s.g)
         s.f = torch.where(accept, f, s.f)
         s.margin = torch.where(accept, margin, s.margin)
         s.phase[accept] = DIRECTION
