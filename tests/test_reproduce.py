@@ -3,6 +3,7 @@ preset, and a well-formed HTML report showing the paper's number and ours in eve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -299,3 +300,28 @@ def test_a_section_stored_as_skipped_runs_again(made_up, tmp_path):
     run_made_up({"s": skipping}, "smoke", tmp_path)
     run_made_up({"s": skipping}, "smoke", tmp_path)
     assert calls == ["s", "s"]
+
+
+def test_the_models_of_every_section_to_compute_are_trained_first_each_once(tmp_path, monkeypatch):
+    """Sections list their zoo models; the runner trains the missing ones together (all workers share them)
+    before any section runs, and a model two sections share is trained once."""
+    from intriguing.runner import work
+
+    quick = work.TrainModel.of("FC10(1e-4)", limit=100, overrides={"epochs": 1}, cache=str(tmp_path / "cache"))
+    other = dataclasses.replace(quick, seed=1)
+    trained: list[work.TrainModel] = []
+    real = work.train_model
+    monkeypatch.setattr(work, "train_model", lambda spec: trained.append(spec) or real(spec))
+    seen = {}
+
+    def section(key: str, models: list[work.TrainModel]) -> runner.Section:
+        def run(ctx, settings, results):
+            seen[key] = [m.checkpoint().is_file() for m in (quick, other)]
+            return {"value": 1}
+
+        return runner.Section(key=key, title=key, run=run, render=lambda result, ctx: "",
+                              models=lambda ctx, settings: models)
+
+    run_made_up({"a": section("a", [quick]), "b": section("b", [quick, other])}, "smoke", tmp_path / "run")
+    assert trained == [quick, other]
+    assert seen == {"a": [True, True], "b": [True, True]}

@@ -17,10 +17,15 @@ from typing import Any
 from intriguing import records
 from intriguing.records import check_writable
 from intriguing.errors import IntriguingError, unknown_name_error
+from intriguing.runner import work
 from intriguing.runner.backends.base import torch_threads
 from intriguing.runner.progress import Display
 from intriguing.runner.section import PRESETS, Claim, Context, Section, preset_settings
 from intriguing.runner.storage import config_hash, stored, store
+
+# The progress line's guess for training one zoo model before any section runs (the zoo's models take
+# from seconds to minutes on one core; the bar rescales by the speed seen so far).
+MODEL_ESTIMATE_SECONDS = 60.0
 
 __all__ = ["PRESETS", "Claim", "Context", "Section", "preset_settings", "run", "check_writable", "config_hash"]
 
@@ -60,11 +65,18 @@ def _with_needs(chosen: list[Section], only: list[str]) -> list[Section]:
 
 def _compute_missing(ctx: Context, chosen: list[Section], found: dict[str, Any]) -> None:
     """Compute the chosen sections not in ``found`` (in order, under one progress line) and add them."""
-    estimates = {s.key: s.estimate(ctx.preset) for s in chosen if found[s.key] is None}
-    display = Display(list(estimates.values()), ctx.progress)
+    missing = [s for s in chosen if found[s.key] is None]
+    models = _untrained_models(ctx, missing)
+    estimates = {s.key: s.estimate(ctx.preset) for s in missing}
+    display = Display([MODEL_ESTIMATE_SECONDS * len(models)] * bool(models) + list(estimates.values()), ctx.progress)
     ctx = dataclasses.replace(ctx, on_stage=display.stage)
     results: dict[str, Any] = {}
     try:
+        if models:
+            display.begin(f"training the {len(models)} models the sections need", MODEL_ESTIMATE_SECONDS * len(models))
+            work.train_missing(ctx.backend, models, lambda done: ctx.stage(f"models trained: {done}/{len(models)}",
+                                                                          done / len(models)))
+            display.end()
         for section in chosen:
             if found[section.key] is None:
                 display.begin(section.title, estimates[section.key])
@@ -75,6 +87,12 @@ def _compute_missing(ctx: Context, chosen: list[Section], found: dict[str, Any])
             results[section.key] = found[section.key]["result"]
     finally:
         display.close()
+
+
+def _untrained_models(ctx: Context, sections: list[Section]) -> list[work.TrainModel]:
+    """The zoo models that ``sections`` train or load and the cache lacks, each once, in order."""
+    wanted = (m for s in sections if s.models is not None for m in s.models(ctx, s.chosen(ctx.preset)))
+    return [m for m in dict.fromkeys(wanted) if not m.checkpoint().is_file()]
 
 
 def _document(ctx: Context, shown: list[Section], found: dict[str, Any], wall: float) -> dict[str, Any]:

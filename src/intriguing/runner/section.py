@@ -147,7 +147,9 @@ class Section:
     version are hashed, so a changed configuration or code recomputes the section instead of
     reusing it. ``needs`` names sections whose results ``run`` reads (they are run first);
     ``estimate_seconds`` per preset drives the ETA; ``claims(result)`` (optional) returns the
-    :class:`Claim` s the report's summary lists.
+    :class:`Claim` s the report's summary lists. ``models(ctx, settings)`` (optional) lists the zoo
+    models ``run`` trains or loads (:class:`~intriguing.runner.work.TrainModel` specs): the runner
+    trains those of every section to compute together first, so all workers share that work.
     """
 
     key: str
@@ -158,6 +160,7 @@ class Section:
     needs: tuple[str, ...] = ()
     estimate_seconds: dict[str, float] = field(default_factory=dict)
     claims: Callable[[dict[str, Any]], list[Claim]] | None = None
+    models: Callable[[Context, Any], Sequence[Any]] | None = None
 
     def chosen(self, preset: str) -> Any:
         """This section's settings for ``preset`` (``None`` when it has none)."""

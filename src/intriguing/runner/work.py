@@ -98,6 +98,13 @@ def trained(backend: Backend, specs: Sequence[TrainModel],
 
     ``on_done(count)`` is told how many models are ready so far (for the progress line).
     """
+    train_missing(backend, specs, on_done)
+    return [spec.load() for spec in specs]
+
+
+def train_missing(backend: Backend, specs: Sequence[TrainModel], on_done: Callable[[int], None] | None = None) -> None:
+    """Train on the backend (in parallel) the models of ``specs`` that this process's cache lacks, and
+    store each checkpoint here as it arrives. ``on_done(count)``: how many models are ready so far."""
     missing = [i for i, spec in enumerate(specs) if not spec.checkpoint().is_file()]
     done = len(specs) - len(missing)
 
@@ -111,7 +118,6 @@ def trained(backend: Backend, specs: Sequence[TrainModel],
             on_done(done)
 
     backend.map(train_model, [specs[i] for i in missing], on_result=lambda j, weights: keep(missing[j], weights))
-    return [spec.load() for spec in specs]
 
 
 # --- attacking one shard of examples ------------------------------------------------------------------------
@@ -346,7 +352,8 @@ def adv_train_run(spec: AdvTrainRun) -> Any:
 
 
 __all__ = [
-    "SHARD_SIZE", "AdvTrainRun", "BoundNetwork", "Fig5Photo", "LipschitzGap", "absolute_data_dir", "bound_network", "fig5_photo", "AttackShard", "TrainModel", "UnitsSeed", "adv_train_run", "attack_shard",
-    "attack_stored", "chosen_examples", "joined", "lipschitz_gap", "load_shard", "shard_ranges", "train_model", "trained",
-    "units_seed",
+    "SHARD_SIZE", "AdvTrainRun", "AttackShard", "BoundNetwork", "Fig5Photo", "LipschitzGap", "TrainModel",
+    "UnitsSeed", "absolute_data_dir", "adv_train_run", "attack_shard", "attack_stored", "bound_network",
+    "chosen_examples", "fig5_photo", "joined", "lipschitz_gap", "load_shard", "shard_ranges", "train_missing",
+    "train_model", "trained", "units_seed",
 ]

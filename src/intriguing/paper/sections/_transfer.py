@@ -140,16 +140,26 @@ def subset(adversarial: AdversarialSet, keep: torch.Tensor) -> AdversarialSet:
     return AdversarialSet(**{name: getattr(adversarial, name)[keep] for name in TENSORS}, config=adversarial.config)
 
 
+def model_specs(ctx: Context, s: TransferSettings, experiment: TransferExperiment) -> dict[str, work.TrainModel]:
+    """The experiment's models by column name, as units of work name them (each with its own seed)."""
+    seeds = experiment.seeds(s.seed)
+    return {column: work.TrainModel.of(name, on=on, seed=seeds[column], limit=s.limit, overrides=s.overrides,
+                                       data_dir=ctx.data_dir, cache=ctx.cache)
+            for column, name, on in experiment.models}
+
+
+def models_of(experiment: TransferExperiment) -> Callable[[Context, TransferSettings], list[work.TrainModel]]:
+    """A table section's :attr:`~intriguing.runner.Section.models`: those of ``experiment``."""
+    return lambda ctx, s: list(model_specs(ctx, s, experiment).values())
+
+
 def prepare(ctx: Context, s: TransferSettings, experiment: TransferExperiment, share: float) -> Prepared:
     """Train (or load) the experiment's models, choose the examples and targets, and attack every model.
 
     ``share`` is the part of the section's time this takes (for the progress display): the first
     half training, the second attacking.
     """
-    seeds = experiment.seeds(s.seed)
-    specs = {column: work.TrainModel.of(name, on=on, seed=seeds[column], limit=s.limit, overrides=s.overrides,
-                                        data_dir=ctx.data_dir, cache=ctx.cache)
-             for column, name, on in experiment.models}
+    specs = model_specs(ctx, s, experiment)
     models, cache_keys = _train(ctx, specs, share / 2)
     x, y, _ = work.chosen_examples(experiment.attacked_split, s.examples, s.seed, ctx.data_dir)
     adversarial = _attack(ctx, s, experiment, specs, cache_keys, len(x), share)

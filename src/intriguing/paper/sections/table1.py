@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from intriguing.paper.sections._transfer import (CROSS_MODEL, SETTINGS, clean_examples, comparison, prepare,
-                                                 protocol_note)
+from intriguing.paper.sections._transfer import (CROSS_MODEL, SETTINGS, clean_examples, comparison, models_of,
+                                                 prepare, protocol_note)
 from intriguing.paper.tables import paper
 from intriguing.paper.verdicts import all_positive, at_least, gap, listed, undecided_note
 from intriguing.runner import Claim, Context, Section
@@ -75,4 +75,5 @@ def _weight_decay_trend(result: dict[str, Any]) -> Claim:
 # Seconds per preset on an idle 2-core machine: training (the zoo's cached checkpoints make that
 # free) and attacking (~4 s per 1,000 examples per model); Table 2 reuses both.
 SECTION = Section(key=KEY, title="Table 1: the models, their errors and minimum distortions", run=run, render=render,
-                  settings=SETTINGS, estimate_seconds={"smoke": 8, "default": 240, "full": 1_800}, claims=claims)
+                  settings=SETTINGS, estimate_seconds={"smoke": 8, "default": 240, "full": 1_800}, claims=claims,
+                  models=models_of(CROSS_MODEL))

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from intriguing.paper.sections._tabulate import in_paper_order, matched_row, noise_seeds, transfer_result
-from intriguing.paper.sections._transfer import CROSS_MODEL, DISTORTION_COLUMNS, SETTINGS, comparison, protocol_note
+from intriguing.paper.sections._transfer import (CROSS_MODEL, DISTORTION_COLUMNS, SETTINGS, comparison, models_of,
+                                                 protocol_note)
 from intriguing.paper.tables import paper
 from intriguing.paper.verdicts import all_positive, at_least, average, gap, listed, undecided_note
 from intriguing.report.figures.transfer import save_adversarial_figure
@@ -124,4 +125,4 @@ def _beats_noise(result: dict[str, Any], models: list[str], stddev: float) -> Cl
 
 SECTION = Section(key=KEY, title="Table 2: cross-model generalization of adversarial examples", run=run,
                   render=render, settings=SETTINGS, estimate_seconds={"smoke": 3, "default": 10, "full": 60},
-                  claims=claims)
+                  claims=claims, models=models_of(CROSS_MODEL))

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from intriguing.paper.sections._transfer import (CROSS_TRAINING_SET, SETTINGS, clean_examples, comparison, prepare,
-                                                 protocol_note)
+from intriguing.paper.sections._transfer import (CROSS_TRAINING_SET, SETTINGS, clean_examples, comparison,
+                                                 models_of, prepare, protocol_note)
 from intriguing.paper.tables import paper
 from intriguing.runner import Context, Section
 from intriguing.transfer import error_estimate
@@ -39,4 +39,5 @@ def render(result: dict[str, Any], ctx: Context) -> str:
 
 
 SECTION = Section(key=KEY, title="Table 3: models trained on disjoint halves P1 and P2", run=run, render=render,
-                  settings=SETTINGS, estimate_seconds={"smoke": 3, "default": 90, "full": 250})
+                  settings=SETTINGS, estimate_seconds={"smoke": 3, "default": 90, "full": 250},
+                  models=models_of(CROSS_TRAINING_SET))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from intriguing.paper.sections._tabulate import in_paper_order, matched_row, noise_seeds, transfer_result
-from intriguing.paper.sections._transfer import CROSS_TRAINING_SET, SETTINGS, comparison, protocol_note
+from intriguing.paper.sections._transfer import CROSS_TRAINING_SET, SETTINGS, comparison, models_of, protocol_note
 from intriguing.paper.tables import paper
 from intriguing.paper.verdicts import all_positive, gap, listed, undecided_note
 from intriguing.runner import Claim, Context, Section
@@ -91,4 +91,5 @@ def _claim(statement: str, groups: dict[str, dict[str, Any]]) -> Claim:
 
 
 SECTION = Section(key=KEY, title="Table 4: cross-training-set generalization", run=run, render=render,
-                  settings=SETTINGS, estimate_seconds={"smoke": 1, "default": 2, "full": 10}, claims=claims)
+                  settings=SETTINGS, estimate_seconds={"smoke": 1, "default": 2, "full": 10}, claims=claims,
+                  models=models_of(CROSS_TRAINING_SET))

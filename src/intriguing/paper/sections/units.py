@@ -49,18 +49,21 @@ class StudySettings:
     stats_seed: int = 0
 
 
+def trained_models(ctx: Context, settings: StudySettings) -> list[work.TrainModel]:
+    """Each studied model under each seed, as units of work name them (the section's ``models``)."""
+    names = dict.fromkeys(model for model, _ in settings.layers)
+    return [work.TrainModel.of(name, seed=seed, limit=settings.train_limit, overrides=settings.train_overrides or None,
+                               data_dir=ctx.data_dir, cache=ctx.cache) for name in names for seed in settings.seeds]
+
+
 def _analyse_models(ctx: Context, settings: StudySettings) -> dict[Key, list[LayerAnalysis]]:
     """Every chosen layer of every model, trained and untrained, under every seed (one analysis each).
 
     One unit of work per model and seed (:func:`intriguing.runner.work.units_seed`) on ``ctx.backend``.
     """
-    models = list(dict.fromkeys(model for model, _ in settings.layers))
-    specs = [work.UnitsSeed(work.TrainModel.of(name, seed=seed, limit=settings.train_limit,
-                                               overrides=settings.train_overrides or None, data_dir=ctx.data_dir,
-                                               cache=ctx.cache),
-                            layers=tuple(layer for model_name, layer in settings.layers if model_name == name),
+    specs = [work.UnitsSeed(model, layers=tuple(layer for name, layer in settings.layers if name == model.name),
                             images=settings.images, k=settings.k, directions=settings.directions)
-             for name in models for seed in settings.seeds]
+             for model in trained_models(ctx, settings)]
     analyses: dict[Key, list[LayerAnalysis]] = {}
     for spec, found in zip(specs, ctx.map(work.units_seed, specs, "units: model seeds", share=0.8)):
         for layer, variant, analysis in found:
@@ -260,4 +263,5 @@ SECTION = Section(
     ),
     estimate_seconds={"smoke": 6, "default": 150, "full": 900},
     claims=_claims,
+    models=trained_models,
 )
