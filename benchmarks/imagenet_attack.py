@@ -8,6 +8,8 @@ EfficientNet-Lite0 (ImageNet-pretrained, ``intriguing.imagenet``) on scikit-imag
 
 Printed per attack: verified success (the model's class of the returned image is the target, inside
 [0, 1]), evaluations (forward + gradient) per image, median RMS distortion and seconds per image.
+Ours also spends a few forward passes without a gradient (shrinking along the ray,
+``LBFGSConfig.shrink_steps``); each is counted as a full evaluation.
 Goal (issue 13): 100% success, <= 200 mean evaluations per image, median distortion <= DDN-1000's.
 
 Usage: ``python benchmarks/imagenet_attack.py [--photos chelsea coffee ...] [--ddn1000-photos K]``

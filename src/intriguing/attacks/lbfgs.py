@@ -6,7 +6,8 @@ approximate it by minimising ``c |r|^2 + loss_f(x + r, l)`` over the box with L-
 the largest ``c`` whose minimiser is still classified as ``l`` (the smallest ``r``). This module
 turns a batch of inputs into *rows* (one per input and class to reach), runs that search for all
 rows at once (:mod:`intriguing.attacks.solver`), optionally refines each result towards ``x``
-(:mod:`intriguing.attacks.refine`), and re-verifies everything (:mod:`intriguing.attacks.base`).
+(:mod:`intriguing.attacks.refine`) and shrinks it along its ray to the decision boundary
+(:mod:`intriguing.attacks.radial`), and re-verifies everything (:mod:`intriguing.attacks.base`).
 
 Example::
 
@@ -31,6 +32,7 @@ from torch.nn import functional as F
 from intriguing.attacks.base import Attack, Found, Task
 from intriguing.attacks.config import LBFGSConfig
 from intriguing.attacks.criteria import Criterion, success_margin
+from intriguing.attacks.radial import shrink
 from intriguing.attacks.refine import refine
 from intriguing.attacks.solver import CSearch
 from intriguing.errors import IntriguingError
@@ -105,8 +107,9 @@ class LBFGS(Attack):
     the paper's attack is ``LBFGS(LBFGSConfig.paper())``. ``progress=True`` shows a progress bar.
 
     ``result.c`` is the ``c`` at which the returned point (or, refined, its starting point) was
-    found; ``result.evaluations`` counts model evaluations with a gradient, summed over the
-    ``K - 1`` classes tried for an untargeted example. On a shared CPU run torch with one thread.
+    found; ``result.evaluations`` counts model evaluations with a gradient (and the shrink's forward
+    passes without one, each as a full evaluation), summed over the ``K - 1`` classes tried for an
+    untargeted example. On a shared CPU run torch with one thread.
     """
 
     def __init__(self, config: LBFGSConfig | None = None, *, progress: bool = False, **overrides: Any):
@@ -125,7 +128,8 @@ class LBFGS(Attack):
         return self.config.to_dict()
 
     def _search(self, model: nn.Module, task: Task) -> Found:
-        """The paper's ``c`` search on every row, optionally refined, reduced to one point per input."""
+        """The paper's ``c`` search on every row, optionally shrunk along each ray and refined, reduced to one
+        point per input."""
         cfg, x = self.config, task.x
         rows = Rows.of(task)
         objective = PenalisedLoss(model, tuple(x.shape[1:]), task.criterion)
@@ -138,6 +142,11 @@ class LBFGS(Attack):
                                  cfg.bounds, cfg.refine_steps, cfg.batch_size, self.progress)
                 best, best_sq = refined.best, refined.best_sq
                 evaluations = evaluations + refined.evaluations
+            if cfg.shrink_steps:
+                shrunk = shrink(model, x.shape[1:], rows.x, best, best_sq, rows.true, task.criterion, cfg.shrink_steps,
+                                cfg.batch_size)
+                best, best_sq = shrunk.best, shrunk.best_sq
+                evaluations = evaluations + shrunk.evaluations
         choice = _closest_row_per_example(best_sq, len(x))
         paper_choice = _closest_row_per_example(paper_sq, len(x))
         m = rows.x.shape[1]
