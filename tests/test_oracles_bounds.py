@@ -58,17 +58,21 @@ def test_linear_bounds_are_never_looser_than_interval_bounds():
         assert (lc >= li - 1e-12).all() and (uc <= ui + 1e-12).all()
 
 
-def test_l2_domain_minimum_matches_a_convex_solver():
-    """The Lagrangian bisection is the exact minimum of a linear function over box and ball (oracle: cvxpy)."""
+@pytest.mark.parametrize("radius", [0.05, 1.2, 100.0])
+def test_l2_domain_minimum_matches_a_convex_solver(radius):
+    """The Lagrangian dual (its multiplier found by sorting) is the exact minimum of a linear function over box and
+    ball (oracle: cvxpy), also for a zero row, pixels on the box's faces and a ball holding the whole box."""
     g = torch.Generator().manual_seed(0)
     x0 = (torch.rand(30, generator=g) > 0.6).double()
-    domain = Domain.l2(x0, 1.2)
+    domain = Domain.l2(x0, radius)
     a = torch.randn(5, 30, generator=g, dtype=torch.float64)
+    a[1] = 0.0
+    a[2, :10] = 0.0
     ours = domain.minimise(a, torch.zeros(5))
     for row, value in zip(a.numpy(), ours.tolist()):
         v = cp.Variable(30)
         problem = cp.Problem(cp.Minimize(row @ v), [v >= domain.low.numpy(), v <= domain.high.numpy(),
-                                                    cp.norm(v - x0.numpy()) <= 1.2])
+                                                    cp.norm(v - x0.numpy()) <= radius])
         problem.solve(solver="CLARABEL")
         assert value <= problem.value + 1e-7
         assert value == pytest.approx(problem.value, abs=1e-6)
@@ -97,10 +101,11 @@ def test_chain_of_composes_consecutive_linear_layers_and_refuses_others():
     assert np.isfinite(chain.weights[0].numpy()).all()
 
 
-@pytest.mark.parametrize("split", [False, True])
-def test_optimised_subdomain_bounds_are_below_every_sampled_point(split):
-    """verify.optimise bounds min_x max_j (logit_j - logit_t) from below, on the ball and inside a split."""
-    from intriguing.oracles.verify import domain_bounds, optimise
+@pytest.mark.parametrize(("split", "warm"), [(False, False), (True, False), (True, True)])
+def test_optimised_subdomain_bounds_are_below_every_sampled_point(split, warm):
+    """verify.optimise bounds min_x max_j (logit_j - logit_t) from below, on the ball and inside a split, from the
+    default parameters or from any valid start (a parent's)."""
+    from intriguing.oracles.verify import _Params, domain_bounds, optimise
 
     torch.manual_seed(4)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
@@ -111,7 +116,10 @@ def test_optimised_subdomain_bounds_are_below_every_sampled_point(split):
     phases = [torch.zeros(1, 8, dtype=torch.int64) for _ in range(2)]
     if split:
         phases[0][0, int(((root[0][0] < 0) & (root[0][1] > 0)).nonzero()[0])] = 1
-    bound, _ = optimise(chain, domain, domain_bounds(chain, domain, root, phases), phases, target=2)
+    start = torch.full((1, _Params.width(3, [8, 8])), math.nan, dtype=torch.float64)
+    if warm:  # class weights anywhere, slopes in [0, 1], multipliers >= 0
+        start = torch.cat([torch.randn(1, 3), torch.rand(1, 16), torch.rand(1, 16) * 3], dim=1).double()
+    bound, _, _ = optimise(chain, domain, domain_bounds(chain, domain, root, phases), phases, 2, start)
     direction = torch.randn(200_000, 6, dtype=torch.float64)
     radius = 0.4 * torch.rand(len(direction), 1, dtype=torch.float64) ** (1 / 6)
     x = (x0 + direction / direction.norm(dim=1, keepdim=True) * radius).clamp(0, 1)

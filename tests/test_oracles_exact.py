@@ -1,7 +1,8 @@
 """The exact minimal distortion (oracles.mip / oracles.branch) and the certified bracket around it.
 
 Oracles: brute force on 1-D and 2-D toy networks; the two solvers (own branch and bound, SCIP) agree;
-on a tiny MNIST ReLU net, certified lower <= exact <= the L-BFGS attack's distortion.
+on a tiny MNIST ReLU net, and (slow) on the zoo's FC20-20-10(ReLU) of the benchmark and the report,
+certified lower <= exact <= the L-BFGS attack's distortion.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import pytest
 import torch
 from torch import nn
 
+from intriguing import zoo
 from intriguing.attacks import LBFGS
 from intriguing.data import load_mnist
 from intriguing.errors import IntriguingError
 from intriguing.oracles import certified_lower_bound, exact_minimal_distortion
+from intriguing.oracles.compare import compare_with_attack
 from intriguing.seeding import random_targets
 
 pytest.importorskip("pyscipopt")
@@ -60,6 +63,16 @@ def test_one_dimensional_toy_matches_brute_force(solver):
         assert exact.proven
         assert exact.l2 == pytest.approx(brute, abs=2e-5)
         assert exact.lower_l2 <= exact.l2 + 1e-9
+
+
+def test_a_start_the_target_does_not_win_leaves_the_whole_box_to_search():
+    """A failed attack hands back the clean input: it bounds nothing, so it must not shrink the ball to 0
+    (which once reported 'infeasible' for a reachable target)."""
+    grid = torch.linspace(0, 1, 200_001, dtype=torch.float64)[:, None]
+    x0 = torch.tensor([0.37], dtype=torch.float64)
+    [(model, target)] = _toys(1, x0, grid, 1)
+    [exact] = exact_minimal_distortion(model, x0[None].float(), torch.tensor([target]), start=x0[None].float())
+    assert exact.proven and exact.l2 == pytest.approx(_brute_force(model, x0, grid, target), abs=2e-5)
 
 
 @pytest.mark.parametrize("solver", ["bnb", "scip"])
@@ -110,6 +123,23 @@ def test_certified_lower_exact_and_attack_are_ordered(mnist_relu):
         assert ((e.adversarial >= 0) & (e.adversarial <= 1)).all()
         assert e.margin >= -1e-6
         assert float(lower[i]) > 0
+
+
+@pytest.mark.slow
+def test_zoo_relu_net_is_solved_exactly_inside_its_certified_bracket():
+    """The benchmark's net and examples (first correct test images, seeded random targets), three fast ones: each
+    problem proven to gap 1e-4 and certified <= exact <= found (training the net here takes about a minute)."""
+    model = zoo.trained("FC20-20-10(ReLU)", progress=False).model
+    images, labels = load_mnist("test")
+    with torch.no_grad():
+        correct = (model(images).argmax(1) == labels).nonzero().squeeze(1)[:20]
+    target = random_targets(labels[correct], 10, seed=0)
+    pick = torch.tensor([1, 17, 19])
+    out = compare_with_attack(model, images[correct][pick], target[pick], time_limit=120)
+    assert out["summary"]["solved"] == 3 and out["summary"]["ordered"]
+    for row in out["rows"]:
+        assert 0 < row["certified"] <= row["exact"] + 1e-9  # both bracket the true minimum, proven to 1e-4
+        assert row["exact_lower"] <= row["exact"] <= row["refined"] + 1e-6
 
 
 def test_exact_point_with_a_margin_is_classified_as_the_target(mnist_relu):

@@ -11,7 +11,7 @@ from torch import nn
 from intriguing import zoo
 from intriguing.architectures import fully_connected
 from intriguing.cli import main
-from intriguing.oracles.compare import summarise
+from intriguing.oracles.compare import TIMES, joined, summarise
 from intriguing.paper import SECTION_MODULES
 from intriguing.paper.sections import exactness, lipschitz_gap
 from intriguing.runner import Context
@@ -37,13 +37,28 @@ def test_smoke_run_renders_and_its_sanity_claim_holds(module, tmp_path):
 
 def test_summary_orders_only_solved_examples_against_the_certified_bound():
     rows = [{"solved": True, "certified": 0.5, "exact": 1.0, "refined": 1.01, "refined_ratio": 1.01, "paper_ratio": 1.1,
-             "certified_ratio": 0.5, "seconds": 1.0},
+             "certified_ratio": 0.5, "seconds": 1.0, "cpu_seconds": 0.5},
             {"solved": False, "certified": 0.9, "exact": 0.8, "refined": 0.8, "refined_ratio": 1.0, "paper_ratio": 1.0,
-             "certified_ratio": 1.1, "seconds": 2.0}]
+             "certified_ratio": 1.1, "seconds": 2.0, "cpu_seconds": 1.0}]
     s = summarise(rows)
     assert s["ordered"] and s["solved"] == 1 and s["median_refined_ratio"] == 1.01
+    assert s["exact_cpu_seconds"] == 1.5
     rows[1]["refined"] = 0.7  # an exact point worse than the attack's start: a bug
     assert not summarise(rows)["ordered"]
+
+
+def test_parts_of_a_comparison_join_into_one_in_order():
+    """The exactness section solves one example per unit of work; the parts join as one comparison."""
+    def part(exact, seconds):
+        rows = [{"index": i, "solved": True, "certified": e / 2, "exact": e, "refined": e, "refined_ratio": 1.0,
+                 "paper_ratio": 1.0, "certified_ratio": 0.5, "seconds": 1.0, "cpu_seconds": 1.0}
+                for i, e in enumerate(exact)]
+        return {"rows": rows, "summary": {key: seconds for key in TIMES}, "attack_config": {"method": "LBFGS"}}
+
+    whole = joined([part([0.1], 2.0), part([0.2, 0.3], 3.0)])
+    assert [r["index"] for r in whole["rows"]] == [0, 1, 2] and [r["exact"] for r in whole["rows"]] == [0.1, 0.2, 0.3]
+    assert whole["summary"]["examples"] == 3 and whole["summary"]["attack_seconds"] == 5.0
+    assert whole["attack_config"] == {"method": "LBFGS"}
 
 
 @pytest.fixture

@@ -271,3 +271,11 @@ register(
         recipe=TrainRecipe(epochs=20, weight_decay={"fc1": 1e-5, "fc2": 1e-5, "out": 1e-6}),
     )
 )
+register(
+    ModelSpec(
+        name="FC20-20-10(ReLU)",
+        description="Tiny ReLU network, FC50-50-10(ReLU)'s recipe: every exact minimal distortion is provable",
+        build=lambda: fully_connected(20, 20, NUM_CLASSES, activation=nn.ReLU),
+        recipe=TrainRecipe(epochs=20, weight_decay={"fc1": 1e-5, "fc2": 1e-5, "out": 1e-6}),
+    )
+)

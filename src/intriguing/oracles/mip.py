@@ -19,6 +19,7 @@ branch and bound; the result is the proven optimum or, at the time limit, the br
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +49,8 @@ class ExactResult:
     ``timelimit``, ``infeasible``, ...) or ``"already"`` when ``x`` is classified as the target.
     ``margin`` is ``logit_t - max_j logit_j`` of ``adversarial`` recomputed in float64 (``>= -1e-6``
     up to the solver's feasibility tolerance). ``binaries`` counts unstable ReLUs, ``stable`` the
-    neurons fixed by bound propagation.
+    neurons fixed by bound propagation. ``seconds`` is wall-clock time (what ``time_limit`` limits),
+    ``cpu_seconds`` the process CPU time of the solve (the steadier measure on a shared machine).
     """
 
     status: str
@@ -62,6 +64,7 @@ class ExactResult:
     binaries: int
     stable: int
     margin: float
+    cpu_seconds: float = math.nan
     adversarial: torch.Tensor | None = field(default=None, repr=False)
 
     @property
@@ -84,7 +87,7 @@ def exact_minimal_distortion(model: nn.Module, x: torch.Tensor, target: torch.Te
     ``model``: an ``nn.Sequential`` of Flatten/Linear/ReLU; ``x``: (N, ...) inside ``bounds``;
     ``target``: (N,) int64. ``upper`` (N,): known RMS distortions (e.g. ``AttackResult.distortion``)
     bounding the search ball; ``start`` (N, ...): the adversarial points themselves, handed to SCIP as
-    a first incumbent (and used for ``upper`` when it is not given). Without either the ball is the
+    a first incumbent (and used for ``upper`` when it is not given, where the target wins there). Without either the ball is the
     whole box, whose looser bounds make the MIP much harder. ``time_limit`` seconds and relative
     ``gap`` per example. Example::
 
@@ -100,15 +103,20 @@ def exact_minimal_distortion(model: nn.Module, x: torch.Tensor, target: torch.Te
     if start is not None:
         check_images(start, "start", bounds)
         starts = flat_inputs(chain, start)
-        if upper is None:
-            upper = (starts - flat).norm(dim=1) / math.sqrt(flat.shape[1])
+        if upper is None:  # a start the target does not win (a failed attack) bounds nothing: search the box
+            logits = chain.logits(starts)
+            wins = logits.argmax(1) == target.cpu()
+            upper = torch.where(wins, (starts - flat).norm(dim=1) / math.sqrt(flat.shape[1]), math.nan)
     caps = _upper_l2(flat, upper, bounds)
+    out = []
     with subnormals_kept():  # exact answers: a flushed bound can turn a feasible problem infeasible
-        return [
-            solve_exact(chain, flat[i], int(target[i]), caps[i], start=None if starts is None else starts[i],
-                        time_limit=time_limit, gap=gap, margin=margin, method=method, solver=solver, bounds=bounds)
-            for i in range(len(flat))
-        ]
+        for i in range(len(flat)):
+            began = time.process_time()
+            out.append(solve_exact(chain, flat[i], int(target[i]), caps[i], start=None if starts is None else starts[i],
+                                   time_limit=time_limit, gap=gap, margin=margin, method=method, solver=solver,
+                                   bounds=bounds))
+            out[-1].cpu_seconds = time.process_time() - began
+    return out
 
 
 def solve_exact(chain: Chain, x0: torch.Tensor, target: int, upper_l2: float, *, start: torch.Tensor | None = None,
@@ -154,7 +162,7 @@ def _record(chain: Chain, x0: torch.Tensor, target: int, status: str, point: tor
     unstable = sum(int(((lo < 0) & (hi > 0)).sum()) for lo, hi in hidden)
     total = sum(len(lo) for lo, _ in hidden)
     return ExactResult(status, l2, lower_l2, l2 / scale, lower_l2 / scale, gap, nodes, seconds, unstable,
-                       total - unstable, margin, point)
+                       total - unstable, margin, adversarial=point)
 
 
 def _others_max(logits: torch.Tensor, target: int) -> torch.Tensor:

@@ -50,33 +50,56 @@ class Domain:
         cut = Domain.linf(x0, radius, bounds)
         return Domain(cut.x0, cut.low, cut.high, float(radius))
 
-    def minimise(self, a: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """A lower bound on ``min a_i . x + c_i`` over the domain, for each row of ``a`` (k, m)."""
+    def minimise(self, a: torch.Tensor, c: torch.Tensor, multiplier: torch.Tensor | None = None) -> torch.Tensor:
+        """A lower bound on ``min a_i . x + c_i`` over the domain, for each row of ``a`` (k, m).
+
+        ``multiplier`` (k, 1): the ball's dual multipliers to use instead of the optimal ones
+        (:meth:`multiplier`); any positive value gives a sound bound.
+        """
         box = a.clamp(min=0) @ self.low + a.clamp(max=0) @ self.high + c
         if math.isinf(self.radius):
             return box
-        return torch.maximum(box, self._l2_dual(a) + c)
+        return torch.maximum(box, self._l2_dual(a, multiplier) + c)
 
-    def _l2_dual(self, a: torch.Tensor, steps: int = 60) -> torch.Tensor:
+    def _l2_dual(self, a: torch.Tensor, lam: torch.Tensor | None = None) -> torch.Tensor:
         """Lagrangian dual of ``min a.x`` over box and ball: ``max_lam min_box a.x + lam (||x - x0||^2 - r^2)``.
 
         For fixed ``lam > 0`` the inner minimiser is the clipped point ``x0 - a / (2 lam)``; every
-        ``lam`` gives a valid bound (weak duality), and bisection on ``log lam`` finds the one where the
-        ball constraint becomes tight (the dual optimum, where the derivative ``||x - x0||^2 - r^2`` is 0).
+        ``lam`` gives a valid bound (weak duality), and :meth:`multiplier` finds the one where the
+        ball constraint becomes tight (the dual optimum).
         """
-        norm = a.norm(dim=1, keepdim=True).clamp(min=1e-300)
-        lo = torch.full_like(norm, -30.0) + torch.log(norm)
-        hi = torch.full_like(norm, 30.0) + torch.log(norm)
-        for _ in range(steps):
-            mid = (lo + hi) / 2
-            x = self._inner(a, mid.exp())
-            outside = (x - self.x0).pow(2).sum(1, keepdim=True) > self.radius**2
-            lo, hi = torch.where(outside, mid, lo), torch.where(outside, hi, mid)
-        lam = hi.exp()
-        x = self._inner(a, lam)
+        lam = self.multiplier(a) if lam is None else lam
+        x = self.inner(a, lam)
         return (a * x).sum(1) + lam.squeeze(1) * ((x - self.x0).pow(2).sum(1) - self.radius**2)
 
-    def _inner(self, a: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    def multiplier(self, a: torch.Tensor) -> torch.Tensor:
+        """Per row of ``a`` (k, m) the dual multiplier (k, 1) at which ``x0 - t a`` clipped to the box has norm ``radius``.
+
+        With ``t = 1 / (2 lam)`` coordinate ``i`` moves as ``-t a_i`` until it hits its box face at
+        ``t_i``; so ``||x(t) - x0||^2`` is ``sum_{t_i <= t} face_i^2 + t^2 sum_{t_i > t} a_i^2``, piecewise
+        quadratic and increasing. Sorting the ``t_i`` finds the piece where it crosses ``r^2`` and
+        solves it in closed form: exact, in one sort (a bisection needs ~50 passes). Where the whole
+        clipped ray stays inside the ball the multiplier is tiny (the box bound is then the answer).
+        """
+        a = a.detach()
+        face = torch.where(a > 0, self.low - self.x0, self.high - self.x0)  # where -t a_i stops, (k, m)
+        safe = torch.where(a == 0, 1.0, a)
+        t_hit = torch.where(a == 0, math.inf, (-face / safe).clamp(min=0))
+        t_hit, order = t_hit.sort(dim=1)
+        face_sq = face.gather(1, order).pow(2)
+        a_sq = a.gather(1, order).pow(2)
+        done = face_sq.cumsum(1)  # coordinates stopped at their face, up to and including j
+        moving = a_sq.sum(1, keepdim=True) - a_sq.cumsum(1)  # coordinates still moving after j
+        at_hit = torch.where(torch.isinf(t_hit), math.inf, done + t_hit.clamp(max=1e150).pow(2) * moving.clamp(min=0))
+        inside = (at_hit <= self.radius**2).sum(1, keepdim=True)  # breakpoints inside the ball
+        stopped = torch.where(inside > 0, done.gather(1, (inside - 1).clamp(min=0)), 0.0)
+        rest = torch.where(inside > 0, moving.gather(1, (inside - 1).clamp(min=0)), a_sq.sum(1, keepdim=True))
+        t = ((self.radius**2 - stopped).clamp(min=0) / rest.clamp(min=1e-300)).sqrt()
+        t = torch.where(rest > 0, t, 1e300)
+        return 1.0 / (2.0 * t.clamp(min=1e-300, max=1e300))
+
+    def inner(self, a: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+        """The minimiser over the box of ``a.x + lam ||x - x0||^2``: ``x0 - a / (2 lam)`` clipped."""
         return torch.minimum(torch.maximum(self.x0 - a / (2 * lam), self.low), self.high)
 
 

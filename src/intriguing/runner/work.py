@@ -330,6 +330,43 @@ def fig5_photo(spec: Fig5Photo) -> Any:
                                   class_names=loaded.class_names, names=[spec.photo], config=spec.attack)
 
 
+# --- one exact minimal distortion (beyond the paper: how close L-BFGS gets) ----------------------------------
+
+
+@dataclass(frozen=True)
+class ExactExamples:
+    """Examples ``start:stop`` of the first ``examples`` test images ``model`` classifies correctly, with
+    seeded random targets: attacked, certified and solved exactly
+    (:func:`intriguing.oracles.compare.compare_with_attack`, ``time_limit`` seconds per problem)."""
+
+    model: TrainModel
+    examples: int
+    seed: int
+    start: int
+    stop: int
+    time_limit: float
+
+
+def exact_choice(model: torch.nn.Module, examples: int, seed: int,
+                 data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The first ``examples`` correctly classified test images: images, their indices, their seeded targets
+    (drawn for the whole choice, so a part's targets do not depend on how the choice is cut)."""
+    images, labels = data.load_mnist("test", data_dir)
+    with torch.no_grad():
+        correct = (model(images).argmax(1) == labels).nonzero().squeeze(1)[:examples]
+    return images[correct], correct, random_targets(labels[correct], NUM_CLASSES, seed=seed)
+
+
+def exact_examples(spec: ExactExamples) -> dict[str, Any]:
+    """Unit: the comparison of the examples' distortions (rows numbered from 0 within the part)."""
+    from intriguing.oracles.compare import compare_with_attack
+
+    model = spec.model.load().model.eval()
+    images, _, targets = exact_choice(model, spec.examples, spec.seed, spec.model.data_dir)
+    part = slice(spec.start, spec.stop)
+    return compare_with_attack(model, images[part], targets[part], time_limit=spec.time_limit)
+
+
 # --- one seed of the adversarial-training study (Sec. 4.1) --------------------------------------------------
 
 
@@ -352,8 +389,8 @@ def adv_train_run(spec: AdvTrainRun) -> Any:
 
 
 __all__ = [
-    "SHARD_SIZE", "AdvTrainRun", "AttackShard", "BoundNetwork", "Fig5Photo", "LipschitzGap", "TrainModel",
+    "SHARD_SIZE", "AdvTrainRun", "AttackShard", "BoundNetwork", "ExactExamples", "Fig5Photo", "LipschitzGap", "TrainModel",
     "UnitsSeed", "absolute_data_dir", "adv_train_run", "attack_shard", "attack_stored", "bound_network",
-    "chosen_examples", "fig5_photo", "joined", "lipschitz_gap", "load_shard", "shard_ranges", "train_missing",
+    "chosen_examples", "exact_choice", "exact_examples", "fig5_photo", "joined", "lipschitz_gap", "load_shard", "shard_ranges", "train_missing",
     "train_model", "trained", "units_seed",
 ]

@@ -5,6 +5,12 @@ network the true minimum of Eq. 1 is computable by branch and bound over a mixed
 (Tjeng et al. 2019), and bound propagation certifies a lower bound (CROWN, Zhang et al. 2018). For
 test examples with random targets we show exact vs paper-faithful vs refined L-BFGS distortions
 and check the bracket certified <= exact <= found.
+
+The net is the zoo's FC20-20-10(ReLU) (784-20-20-10, FC50-50-10(ReLU)'s recipe, about 4.6% test
+error): random targets need perturbations large enough that most ReLUs can switch inside the
+search ball; with 40 ReLUs every exact problem is proven optimal in seconds to minutes, with the
+100 of FC50-50-10(ReLU) most are not. It is a real trained classifier, so the comparison says how
+far L-BFGS is from the optimum on a trained network.
 """
 
 from __future__ import annotations
@@ -12,17 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 
-from intriguing import data, zoo
-from intriguing.oracles.compare import compare_with_attack
+from intriguing.oracles.compare import joined
 from intriguing.report.markdown import table
-from intriguing.runner import Claim, Context, Section, preset_settings
+from intriguing.runner import Claim, Context, Section, preset_settings, work
 from intriguing.runner.section import SANITY
-from intriguing.seeding import random_targets
 
 KEY = "exactness"
-MODEL = "FC50-50-10(ReLU)"
+MODEL = "FC20-20-10(ReLU)"
 
 
 @dataclass(frozen=True)
@@ -37,34 +40,37 @@ class Settings:
 
 SETTINGS = preset_settings(
     smoke=Settings(examples=2, time_limit=2.0, limit=1000, overrides={"epochs": 1}),
-    default=Settings(),
-    full=Settings(examples=50, time_limit=300.0),
+    default=Settings(time_limit=300.0),
+    full=Settings(examples=50, time_limit=600.0),
 )
 
 
+def trained_model(ctx: Context, s: Settings) -> work.TrainModel:
+    """The solved network, as units of work name it (the section's ``models``)."""
+    return work.TrainModel.of(s.model, seed=s.seed, limit=s.limit, overrides=s.overrides, data_dir=ctx.data_dir,
+                              cache=ctx.cache)
+
+
 def run(ctx: Context, s: Settings, _: dict) -> dict[str, Any]:
-    """Attack, certify and solve exactly the first correctly classified test examples, with seeded random targets."""
-    ctx.stage(f"train or load {s.model}", 0.0)
-    model = zoo.trained(s.model, seed=s.seed, limit=s.limit, overrides=s.overrides, data_dir=ctx.data_dir,
-                        cache=ctx.cache, progress=False).model.eval()
-    images, labels = data.load_mnist("test", ctx.data_dir)
-    with torch.no_grad():
-        correct = (model(images).argmax(1) == labels).nonzero().squeeze(1)[: s.examples]
-    target = random_targets(labels[correct], 10, seed=s.seed)
-    ctx.stage(f"exact minimal distortions of {len(correct)} examples", 0.1)
-    out = compare_with_attack(model, images[correct], target, time_limit=s.time_limit)
-    return {"model": s.model, "time_limit": s.time_limit, "indices": correct.tolist(), "targets": target.tolist(),
-            **out}
+    """Attack, certify and solve exactly the first correctly classified test examples, with seeded random
+    targets: one unit of work per example (the exact problems' times vary by orders of magnitude)."""
+    model = trained_model(ctx, s)
+    trained = model.load()
+    _, correct, target = work.exact_choice(trained.model.eval(), s.examples, s.seed, model.data_dir)
+    specs = [work.ExactExamples(model, s.examples, s.seed, i, i + 1, s.time_limit) for i in range(len(correct))]
+    out = joined(ctx.map(work.exact_examples, specs, "examples solved exactly"))
+    return {"model": s.model, "test_error": trained.record.test_error, "time_limit": s.time_limit,
+            "indices": correct.tolist(), "targets": target.tolist(), **out}
 
 
 def render(result: dict[str, Any], ctx: Context) -> str:
     s = result["summary"]
     rows = [[str(r["index"]), f"{r['certified']:.4f}", f"{r['exact']:.4f}", r["status"], f"{r['refined']:.4f}",
-             f"{r['paper']:.4f}", f"{r['refined_ratio']:.4f}", f"{r['paper_ratio']:.4f}", f"{r['seconds']:.1f}"]
-            for r in result["rows"]]
-    header = ["#", "certified", "exact", "status", "refined", "paper", "refined/exact", "paper/exact", "s"]
+             f"{r['paper']:.4f}", f"{r['refined_ratio']:.4f}", f"{r['paper_ratio']:.4f}", f"{r['seconds']:.1f}",
+             f"{r['cpu_seconds']:.1f}"] for r in result["rows"]]
+    header = ["#", "certified", "exact", "status", "refined", "paper", "refined/exact", "paper/exact", "wall s", "cpu s"]
     return "\n\n".join([
-        f"RMS distortions on {result['model']}: the certified lower bound (CROWN), the exact minimum (branch "
+        f"RMS distortions on {result['model']} (test error {result['test_error']:.2%}): the certified lower bound (CROWN), the exact minimum (branch "
         f"and bound, {result['time_limit']:g} s limit each, relative gap 1e-4) and L-BFGS, refined and paper-faithful.",
         table(header, rows),
         f"{s['solved']}/{s['examples']} solved to optimality. Over them, refined/exact: median "
@@ -86,4 +92,5 @@ def claims(result: dict[str, Any]) -> list[Claim]:
 
 
 SECTION = Section(key=KEY, title="How close is L-BFGS to the optimum?", run=run, render=render, settings=SETTINGS,
-                  estimate_seconds={"smoke": 10, "default": 900, "full": 9000}, claims=claims)
+                  estimate_seconds={"smoke": 10, "default": 900, "full": 9000}, claims=claims,
+                  models=lambda ctx, s: [trained_model(ctx, s)])

@@ -42,7 +42,7 @@ class Fig5Settings:
     attack: LBFGSConfig = field(default_factory=LBFGSConfig.refined)
 
 
-QUICK = LBFGSConfig.refined(max_solves=5, max_iter=20, c_rtol=0.5)
+QUICK = LBFGSConfig.refined(max_solves=8, max_iter=20, c_rtol=0.5)
 SETTINGS = preset_settings(
     # Smoke: two photos at 32x32 and a short c search (~10 s): the network still runs (its pooling is
     # global), but its classes are no longer ImageNet-quality, nor the distortions comparable with the paper's.
