@@ -75,3 +75,39 @@ def test_a_tiny_adversarial_trial_fills_and_refreshes_its_pools(search, tmp_path
     assert record["config"]["layers"] == ["input", "h1"] and record["attack_seconds"] > 0
     assert 0 <= record["validation_error"] <= 1 and record["test_error"] is None
     assert search.adv_test([record])[0].layers == ("input", "h1")
+
+
+def _tested(search, folder, label, errors, *, model="FC100-100-10", **fields):
+    spec = search.trial(label, model=model, stage="test", **fields)
+    for seed, error in enumerate(errors):
+        records.write_json(folder / f"{label}-s{seed}-test.json", {
+            "label": label, "seed": seed, "stage": "test", "test_error": error,
+            "config": records.to_jsonable(spec.__dict__), "recipe": records.to_jsonable(spec.train_recipe().__dict__),
+            "robustness": {"mean_distortion": 0.05}})
+
+
+def test_compare_tabulates_the_variants_and_tests_each_pair_of_one_model(search, tmp_path):
+    from scipy import stats
+
+    _tested(search, tmp_path, "wd", [0.020, 0.021, 0.022])
+    _tested(search, tmp_path, "drop", [0.016, 0.015, 0.017], dropout=0.1)
+    _tested(search, tmp_path, "adv", [0.018, 0.019, 0.017], layers=("input",))
+    _tested(search, tmp_path, "big", [0.015, 0.016, 0.014], model="FC200-200-10", dropout=0.1)
+    table = search.compare([tmp_path])
+    assert "| FC100-100-10 | weight decay + dropout 0.1 | drop |" in table
+    assert "| FC100-100-10 | adversarial (input) | adv |" in table
+    welch = stats.ttest_ind([2.0, 2.1, 2.2], [1.6, 1.5, 1.7], equal_var=False).pvalue
+    assert f"| drop | wd | 1.60 | 2.10 | -0.50 | {welch:.3f} |" in table
+    assert "| big |" not in table.split("| A | B |")[1]  # FC200-200-10 has nothing of its own model to compare with
+
+
+def test_the_weight_decay_arm_is_chosen_among_runs_without_dropout(search):
+    def fake(label, error, dropout=0.0):
+        spec = search.trial(label, recipe={"epochs": 60}, dropout=dropout)
+        return {"label": label, "stage": "validate", "validation_error": error,
+                "config": records.to_jsonable(spec.__dict__), "recipe": records.to_jsonable(spec.train_recipe().__dict__)}
+
+    done = [fake("long-a", 0.019), fake("long-a-drop0.1", 0.016, dropout=0.1), fake("nodrop-b", 0.020)]
+    chosen = search.baseline_test_wd(done)
+    assert {(t.label, t.stage, t.dropout) for t in chosen} == {("long-a", "test", 0.0)}
+    assert [t.seed for t in chosen] == [0, 1, 2]

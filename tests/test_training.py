@@ -201,3 +201,43 @@ def test_saving_keeps_subnormals_out_of_the_checkpoint(tmp_path):
         torch.set_flush_denormal(bool(flushing))
     loaded = checkpoint.load_weights(torch.nn.Linear(4, 2), tmp_path / "m.safetensors")
     assert loaded.weight[0, 0] == 0 and numerics.count_subnormals(loaded) == 0
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5])
+def test_recipe_rejects_a_dropout_rate_outside_zero_to_one(rate):
+    with pytest.raises(IntriguingError, match="dropout"):
+        training.TrainRecipe(epochs=1, weight_decay={}, dropout=rate)
+
+
+def _fit_small(name: str, dropout: float) -> torch.nn.Module:
+    from intriguing import data
+
+    x, y = data.load_mnist("train")
+    recipe = training.TrainRecipe(epochs=2, weight_decay={"out": 1e-6}, batch_size=50, lr=1e-2, dropout=dropout)
+    return training.fit(zoo.build(name, seed=0), x[:500], y[:500], recipe, progress=False)
+
+
+def test_recipe_dropout_changes_training_but_leaves_the_architecture_and_no_hooks():
+    plain, dropped = _fit_small("FC100-100-10", 0.0), _fit_small("FC100-100-10", 0.5)
+    assert plain.state_dict().keys() == dropped.state_dict().keys()  # checkpoints load into zoo.build()
+    assert not torch.equal(plain.fc1.weight, dropped.fc1.weight)
+    assert not any(module._forward_hooks for module in dropped.modules())
+    x = torch.rand(5, 1, 28, 28)
+    assert torch.equal(dropped(x), dropped(x))  # eval mode: deterministic, no dropout
+
+
+def test_recipe_dropout_is_seeded_and_leaves_the_global_generator_alone():
+    state = torch.random.get_rng_state()
+    a, b = _fit_small("FC100-100-10", 0.3), _fit_small("FC100-100-10", 0.3)
+    assert torch.equal(a.fc1.weight, b.fc1.weight)
+    assert torch.equal(torch.random.get_rng_state(), state)
+
+
+def test_recipe_dropout_on_a_model_without_hidden_layers_fails_with_one_line():
+    with pytest.raises(IntriguingError, match="no hidden activation layers"):
+        _fit_small("FC10(1e-4)", 0.1)
+
+
+def test_cache_key_covers_dropout():
+    assert zoo.TrainConfig("FC100-100-10").key() != zoo.TrainConfig(
+        "FC100-100-10", overrides=(("dropout", 0.3),)).key()

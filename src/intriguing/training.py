@@ -8,15 +8,20 @@ DataLoader. Which model to train, and caching the result, is :mod:`intriguing.zo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from intriguing import seeding
 from intriguing.errors import IntriguingError
 from intriguing.numerics import zero_subnormal_weights_
+
+# The modules whose outputs are a network's hidden layers: dropout follows them.
+HIDDEN_ACTIVATIONS = (nn.Sigmoid, nn.ReLU, nn.Tanh)
 
 
 @dataclass(frozen=True)
@@ -25,7 +30,9 @@ class TrainRecipe:
 
     ``weight_decay`` maps a module name to the paper's lambda for that layer's weight. For models
     with an unsupervised stage (the autoencoder) the ``pretrain_*`` fields describe that stage,
-    after which the modules in ``frozen`` stop learning.
+    after which the modules in ``frozen`` stop learning. ``dropout`` > 0 drops that fraction of every
+    hidden layer's units during supervised training (Hinton et al. 2012; the paper's Section 4.1
+    compares it with weight decay); 0 trains without dropout.
     """
 
     epochs: int
@@ -38,7 +45,12 @@ class TrainRecipe:
     sparsity_target: float = 0.05
     sparsity_weight: float = 0.0
     frozen: tuple[str, ...] = ()
+    dropout: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.dropout < 1.0:
+            raise IntriguingError(f"TrainRecipe dropout must lie in [0, 1), got {self.dropout}: "
+                                  "it is the fraction of hidden units dropped, 0 for none")
 
 
 def weight_penalty(model: nn.Module, weight_decay: dict[str, float]) -> torch.Tensor:
@@ -51,6 +63,43 @@ def weight_penalty(model: nn.Module, weight_decay: dict[str, float]) -> torch.Te
     for module_name, lam in weight_decay.items():
         total = total + 0.5 * lam * modules[module_name].weight.pow(2).sum()
     return total
+
+
+def hidden_activations(model: nn.Module) -> list[str]:
+    """Names of a sequential model's hidden activation modules (``h1``, ``h2`` in the zoo's nets):
+    the outputs that dropout acts on."""
+    if not isinstance(model, nn.Sequential):
+        return []
+    return [name for name, module in model.named_children() if isinstance(module, HIDDEN_ACTIVATIONS)]
+
+
+@contextlib.contextmanager
+def hidden_dropout(model: nn.Module, p: float) -> Iterator[None]:
+    """Within the block, dropout with rate ``p`` follows every hidden layer of ``model`` in train mode.
+
+    Forward hooks rather than ``nn.Dropout`` modules, so the trained model's modules, state dict and
+    checkpoints are those of the architecture without dropout (dropout has no weights; at test time
+    inverted dropout is the identity). Dropout draws from torch's global generator: seed it around
+    training. ``p`` = 0 does nothing.
+    """
+    if not p:
+        yield
+        return
+    names = hidden_activations(model)
+    if not names:
+        raise IntriguingError(f"dropout={p}: {type(model).__name__} has no hidden activation layers to follow; "
+                              "use dropout=0 for this model")
+    modules = dict(model.named_children())
+
+    def drop(module: nn.Module, _: tuple, output: torch.Tensor) -> torch.Tensor:
+        return nn.functional.dropout(output, p, training=module.training)
+
+    handles = [modules[name].register_forward_hook(drop) for name in names]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def run_epochs(
@@ -136,9 +185,10 @@ def fit(
         loss = nn.functional.cross_entropy(model(x), y)
         return loss + weight_penalty(model, recipe.weight_decay)
 
-    run_epochs(model.parameters(), supervised, images, labels, epochs=recipe.epochs,
-               batch_size=recipe.batch_size, lr=recipe.lr, optimizer=recipe.optimizer, generator=generator,
-               desc=desc, progress=progress)
+    with hidden_dropout(model, recipe.dropout), seeding.seeded(seed):
+        run_epochs(model.parameters(), supervised, images, labels, epochs=recipe.epochs,
+                   batch_size=recipe.batch_size, lr=recipe.lr, optimizer=recipe.optimizer, generator=generator,
+                   desc=desc, progress=progress)
     model.requires_grad_(True)
     zero_subnormal_weights_(model)  # weight decay leaves some there; they slow every later evaluation
     return model.eval()

@@ -193,10 +193,14 @@ def adversarial_train(model: nn.Module, images: torch.Tensor, labels: torch.Tens
 
     ``attack`` (default ``LBFGS(config.attack)``) is any callable with the attack contract
     ``attack(model, x, Targeted(t) or Untargeted(y)) -> AttackResult``. With
-    ``config.layers`` empty this is plain training: the baselines.
+    ``config.layers`` empty this is plain training: the baselines. ``recipe.dropout`` acts as in
+    :func:`~intriguing.training.fit`, so a zoo recipe with dropout trains the same network here.
     """
     check_images(images, "images")
     check_labels(labels, "labels", len(images))
+    if recipe.dropout and config.dropout:
+        raise IntriguingError(f"dropout is asked twice (recipe {recipe.dropout}, pools config {config.dropout}): "
+                              "set one of them to 0")
     epochs = recipe.epochs
     if config.layers and epochs <= config.warmup_epochs:
         raise IntriguingError(
@@ -207,7 +211,8 @@ def adversarial_train(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     trainer = _PoolTrainer(model, images, labels, config, recipe.weight_decay, attack or LBFGS(config.attack),
                            steps_per_epoch, seed)
     model.train()
-    with seeding.seeded(seed):  # dropout draws from the global generator: seed it, then restore it
+    # Dropout (the recipe's, or the config's modules) draws from the global generator: seed it, then restore it.
+    with training.hidden_dropout(model, recipe.dropout), seeding.seeded(seed):
         training.run_epochs(model.parameters(), trainer.loss, images, labels, epochs=epochs,
                             batch_size=recipe.batch_size, lr=recipe.lr, optimizer=recipe.optimizer,
                             generator=seeding.generator(seed), desc=desc, progress=progress,

@@ -84,9 +84,10 @@ class AdvTrainStudyConfig:
                                   f"got {self.eval_attack!r}")
 
     def train_recipe(self) -> training.TrainRecipe:
-        """The model's zoo recipe with the ``recipe`` overrides (e.g. ``{"epochs": 20}``)."""
+        """The model's zoo recipe without its dropout (the variants say which get dropout), with the
+        ``recipe`` overrides (e.g. ``{"epochs": 20}``)."""
         try:
-            return replace(zoo.spec(self.model).recipe, **self.recipe)
+            return replace(zoo.spec(self.model).recipe, **{"dropout": 0.0, **self.recipe})
         except TypeError as e:
             raise IntriguingError(f"recipe overrides {self.recipe} for {self.model}: {e}") from None
 
