@@ -17,11 +17,11 @@ projections) is the ratio minus one. The goal is a ratio of at most 3.
     ``memory`` 10, float32, ~31 MiB, more than the cache). One evaluation plus these passes is the
     least an iteration can cost without a smaller or coarser history.
 
-Usage: ``python benchmarks/attack_overhead.py [--n 1000] [--standin | --model FILE] [--repeat 2]
+Usage: ``python benchmarks/attack_overhead.py [--n 1000] [--standin | --weights FILE] [--repeat 2]
 [--batch-size 512 ...] [--config refined|paper|pool ...]``. The model is the zoo's trained FC100-100-10
-(trained and cached on first use); ``--model FILE`` loads a module saved with ``torch.save(model, FILE)``
-instead (the same weights from run to run while the zoo's training code changes); ``--standin`` (or
-a zoo that cannot deliver it) trains a quick 784-100-100-10 sigmoid network with the same weight
+(trained and cached on first use); ``--weights FILE`` loads FC100-100-10's weights from a safetensors
+file or a ``.pt`` state dict (never unpickled) instead (the same weights from run to run while the zoo's
+training code changes); ``--standin`` trains a quick 784-100-100-10 sigmoid network with the same weight
 decay on test images the benchmark does not attack. ``--config`` picks the attack: ``refined`` (the
 default ``LBFGS()``, c search then refinement), ``paper`` (Tables 1-4: the c search alone), ``pool``.
 """
@@ -35,15 +35,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from intriguing import data
+from intriguing import data, zoo
 from intriguing.attacks import LBFGS, LBFGSConfig
+from intriguing.checkpoint import load_weights, read_state_dict
 
 
 def zoo_model() -> nn.Module:
-    from intriguing import zoo
-
-    found = zoo.trained("FC100-100-10")
-    return getattr(found, "model", found).eval()
+    return zoo.trained("FC100-100-10").model.eval()
 
 
 def standin_model(x: torch.Tensor, y: torch.Tensor, epochs: int = 8) -> nn.Module:
@@ -117,21 +115,20 @@ def main() -> None:
     parser.add_argument("--config", action="append", choices=("refined", "paper", "pool"), default=None,
                         help="the attack's LBFGSConfig constructor (default refined, i.e. LBFGS()); repeat it for several")
     parser.add_argument("--standin", action="store_true", help="train a quick stand-in instead of the zoo model")
-    parser.add_argument("--model", help="a module saved by torch.save(model, FILE), instead of the zoo model")
+    parser.add_argument("--weights", help="FC100-100-10 weights (safetensors, or a .pt state dict read with "
+                        "weights_only=True) instead of the zoo's cached model, so numbers do not move when it retrains")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)
     images, labels = data.load_mnist("test")
     x, y = images[: args.n], labels[: args.n]
     model, name = None, "FC100-100-10 (zoo)"
-    if args.model:
-        model, name = torch.load(args.model, weights_only=False).eval(), f"{args.model} (saved module)"
+    if args.weights:
+        model, name = zoo.build("FC100-100-10").eval(), f"FC100-100-10 with the weights in {args.weights}"
+        load_weights(model, read_state_dict(args.weights))
     elif not args.standin:
-        try:
-            model = zoo_model()
-        except Exception as error:  # the zoo's API may be changing; the benchmark must still run
-            print(f"zoo model unavailable ({type(error).__name__}: {error}); using a stand-in")
-    if model is None:
+        model = zoo_model()
+    else:
         model, name = standin_model(images[args.n :], labels[args.n :]), "stand-in 784-100-100-10 sigmoid"
     model.requires_grad_(False)
     targets = (y + torch.randint(1, 10, y.shape, generator=torch.Generator().manual_seed(0))) % 10  # random_targets
