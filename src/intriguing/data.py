@@ -154,7 +154,8 @@ def _checksums(folder: Path) -> dict[str, str]:
 
 def _signature(path: Path) -> tuple[str, int, int]:
     """What the in-memory caches key a file by: its path, size and modification time, so a file
-    rewritten while this process runs is read again."""
+    rewritten while this process runs is read again (unless rewritten with the same size within the
+    file system's timestamp granularity, a few milliseconds)."""
     status = path.stat()
     return str(path), status.st_size, status.st_mtime_ns
 
