@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from torch import nn
 
-from intriguing import zoo
+from intriguing import records, zoo
 from intriguing.architectures import fully_connected
 from intriguing.cli import main
 from intriguing.oracles.compare import TIMES, joined, summarise
@@ -31,6 +31,7 @@ def test_smoke_run_renders_and_its_sanity_claim_holds(module, tmp_path):
     result = module.SECTION.run(ctx, module.SECTION.chosen("smoke"), {})
     json.dumps(result)  # JSON-ready
     assert module.SECTION.render(result, ctx)
+    assert module.SECTION.render(records.to_jsonable(result), ctx)  # as the report reads it back: NaN is null
     [claim] = module.SECTION.judge(result, ctx)
     assert claim.kind == "sanity" and claim.holds is True
 
@@ -45,6 +46,20 @@ def test_summary_orders_only_solved_examples_against_the_certified_bound():
     assert s["exact_cpu_seconds"] == 1.5
     rows[1]["refined"] = 0.7  # an exact point worse than the attack's start: a bug
     assert not summarise(rows)["ordered"]
+
+
+def test_an_unsolved_example_renders_as_na_once_stored(tmp_path):
+    """A failed attack or an unsolved problem is NaN, stored as JSON null: the report says n/a (it crashed)."""
+    row = {"index": 0, "certified": 0.01, "exact": float("nan"), "status": "time limit", "refined": float("nan"),
+           "paper": float("nan"), "refined_ratio": float("nan"), "paper_ratio": float("nan"), "seconds": 2.0,
+           "cpu_seconds": 1.0}
+    summary = {"solved": 0, "examples": 1, "ordered": True, **{f"{a}_{k}_ratio": None for a in ("median", "worst")
+                                                               for k in ("refined", "paper")}}
+    result = records.to_jsonable({"model": "m", "test_error": 0.5, "time_limit": 2.0, "rows": [row],
+                                  "summary": summary})
+    assert result["rows"][0]["exact"] is None
+    text = exactness.render(result, Context(preset="smoke", out=tmp_path, progress=False))
+    assert "| time limit | n/a |" in text
 
 
 def test_parts_of_a_comparison_join_into_one_in_order():

@@ -15,6 +15,7 @@ far L-BFGS is from the optimum on a trained network.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,8 +66,8 @@ def run(ctx: Context, s: Settings, _: dict) -> dict[str, Any]:
 
 def render(result: dict[str, Any], ctx: Context) -> str:
     s = result["summary"]
-    rows = [[str(r["index"]), f"{r['certified']:.4f}", f"{r['exact']:.4f}", r["status"], f"{r['refined']:.4f}",
-             f"{r['paper']:.4f}", f"{r['refined_ratio']:.4f}", f"{r['paper_ratio']:.4f}", f"{r['seconds']:.1f}",
+    rows = [[str(r["index"]), *(_ratio(r[k]) for k in ("certified", "exact")), r["status"],
+             *(_ratio(r[k]) for k in ("refined", "paper", "refined_ratio", "paper_ratio")), f"{r['seconds']:.1f}",
              f"{r['cpu_seconds']:.1f}"] for r in result["rows"]]
     header = ["#", "certified", "exact", "status", "refined", "paper", "refined/exact", "paper/exact", "wall s", "cpu s"]
     return "\n\n".join([
@@ -81,7 +82,9 @@ def render(result: dict[str, Any], ctx: Context) -> str:
 
 
 def _ratio(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+    """A distortion or ratio to 4 places; "n/a" where there is none (a failed attack, an unsolved problem:
+    NaN in the run, ``null`` once stored as JSON)."""
+    return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
 def claims(result: dict[str, Any]) -> list[Claim]:
