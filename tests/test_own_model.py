@@ -75,9 +75,6 @@ def own(tmp_path_factory):
             "test": str(root / "test"), "names": str(root / "names.txt")}
 
 
-# units and lipschitz take --model options once their owners have freed them (see the issue-13 report).
-
-
 def invoke(*args: str) -> str:
     result = CliRunner().invoke(cli.main, list(args))
     assert result.exit_code == 0, result.output
@@ -107,6 +104,7 @@ def test_attack_random_targets_on_a_pt_state_dict(own, tmp_path):
     output = invoke("attack", own["spec"], "--weights", own["b"], "--data", own["test"], "--n", "2",
                     "--target", "random", "--out", str(tmp_path / "a.json"))
     assert "success 100.0%" in output and json.loads((tmp_path / "a.json").read_text())["summary"]["n"] == 2
+    assert "attack (c search)" not in output and "\r" not in output  # not a terminal: no progress bars
 
 
 def test_transfer_between_two_own_models(own, tmp_path):

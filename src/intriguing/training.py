@@ -134,7 +134,8 @@ def run_epochs(
         raise IntriguingError(f"unknown optimizer {optimizer!r}: choose 'adam' or 'sgd'")
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(step_rule, T_max=max(total, 1))
     steps_done = 0
-    with tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step") as bar:
+    with tqdm(total=total, desc=desc, disable=None if progress else True, leave=False,
+              unit="step") as bar:
         for _ in range(epochs):
             order = torch.randperm(n, generator=generator)
             for start in range(0, n, batch_size):

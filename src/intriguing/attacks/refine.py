@@ -53,7 +53,8 @@ def refine(model: nn.Module, shape, x: torch.Tensor, start: torch.Tensor, start_
     if steps == 0 or len(todo) == 0:
         return Refined(best, best_sq, evaluations)
     margins = _Margins(model, tuple(shape), criterion)
-    for chunk in tqdm(todo.split(batch_size), desc="attack (refine)", disable=not progress, leave=False):
+    for chunk in tqdm(todo.split(batch_size), desc="attack (refine)", disable=None if progress else True,
+                      leave=False):
         u, u_sq, spent = _refine_chunk(margins, x[chunk], best[chunk], goal[chunk], true[chunk], bounds, steps)
         best[chunk], best_sq[chunk] = u, u_sq
         evaluations[chunk] += spent

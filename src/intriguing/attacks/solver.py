@@ -125,7 +125,8 @@ class CSearch:
         self.slots = _Slots(min(self.settings.batch_size, n_rows), m, self.settings.memory, x,
                             self.settings.stall_window)
         self.next_row = 0
-        with tqdm(total=n_rows, desc="attack (c search)", unit="row", disable=not self.progress,
+        with tqdm(total=n_rows, desc="attack (c search)", unit="row",
+                  disable=None if self.progress else True,
                   leave=False) as self.bar:
             self._load()
             while (self.slots.phase != EMPTY).any():

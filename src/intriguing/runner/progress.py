@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import sys
 
 from tqdm.auto import tqdm
 
 
-def interactive() -> bool:
-    """Progress bars only on a terminal: logs that are files stay free of carriage-return noise."""
-    return sys.stderr.isatty()
-
-
 class Display:
-    """The bar counts *estimated* seconds of the sections still to compute (stored ones cost
+    """The bar (shown only on a terminal: logs that are files stay free of its carriage returns) counts
+    *estimated* seconds of the sections still to compute (stored ones cost
     nothing), so tqdm's remaining time is the estimate rescaled by how fast this machine has been
     so far.
     """
 
     def __init__(self, estimates: list[float], enabled: bool):
         self.count = len(estimates)
-        self.bar = tqdm(total=max(sum(estimates), 1e-9), disable=not enabled, unit="s",
+        self.bar = tqdm(total=max(sum(estimates), 1e-9), disable=None if enabled else True, unit="s",
                         bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
         self.index, self.base, self.estimate = 0, 0.0, 0.0
 

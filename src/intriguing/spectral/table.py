@@ -101,7 +101,8 @@ def _bounded(model: nn.Module, input_shape: Sequence[int], *, tol: float, max_st
         graph = trace_graph(model, input_shape)
         calls = graph.calls
         functions = [bound_function(call) for call in calls]  # an unknown kind fails before any work
-        for call, function in tqdm(list(zip(calls, functions)), desc="layers", disable=not progress, leave=False):
+        for call, function in tqdm(list(zip(calls, functions)), desc="layers", disable=None if progress else True,
+                                   leave=False):
             start = time.perf_counter()
             estimate = function(call, settings)
             rows.append(_record(call, estimate, time.perf_counter() - start))
