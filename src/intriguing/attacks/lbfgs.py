@@ -128,8 +128,8 @@ class LBFGS(Attack):
         return self.config.to_dict()
 
     def _search(self, model: nn.Module, task: Task) -> Found:
-        """The paper's ``c`` search on every row, optionally shrunk along each ray and refined, reduced to one
-        point per input."""
+        """The paper's ``c`` search on every row, optionally refined, then shrunk along each ray, reduced to
+        one point per input."""
         cfg, x = self.config, task.x
         rows = Rows.of(task)
         objective = PenalisedLoss(model, tuple(x.shape[1:]), task.criterion)

@@ -35,7 +35,8 @@ def default_out(preset: str) -> Path:
 def reproduce(preset: str = "default", out: str | Path | None = None, *, only: list[str] | None = None,
               data_dir: str | None = None, cache: str | None = None, progress: bool = True,
               threads: int | None = None, workers: int | None = None,
-              ray_address: str | None = None, device: str = "cpu", gpus_per_unit: float | None = None) -> dict[str, Any]:
+              ray_address: str | None = None, device: str = "cpu",
+              gpus_per_unit: float | None = None) -> dict[str, Any]:
     """Run (or resume) every section of the paper and write ``results.json`` and the report into ``out``.
 
     ``out`` defaults to ``runs/<preset>``. ``only`` restricts the run to some sections (and those

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-
 from tqdm.auto import tqdm
 
 
 class Display:
-    """The bar (shown only on a terminal: logs that are files stay free of its carriage returns) counts
-    *estimated* seconds of the sections still to compute (stored ones cost
+    """The bar counts *estimated* seconds of the sections still to compute (stored ones cost
     nothing), so tqdm's remaining time is the estimate rescaled by how fast this machine has been
-    so far.
+    so far. It shows only on a terminal: logs that are files stay free of its carriage returns.
     """
 
     def __init__(self, estimates: list[float], enabled: bool):

@@ -321,13 +321,15 @@ class Fig5Photo:
     device: str = "cpu"
 
 
-def fig5_photo(spec: Fig5Photo) -> Any:
-    """Unit: the photo's :class:`~intriguing.imagenet.Fig5Examples` (tensors on the CPU)."""
+def fig5_photo(spec: Fig5Photo) -> tuple[Any, str]:
+    """Unit: the photo's :class:`~intriguing.imagenet.Fig5Examples` (tensors on the CPU) and the
+    description of the network that made them."""
     from intriguing import imagenet
 
     loaded = imagenet.pretrained_model(size=spec.size, device=spec.device)
-    return imagenet.fig5_examples(loaded.model, imagenet.photos([spec.photo], spec.size), target=spec.target,
-                                  class_names=loaded.class_names, names=[spec.photo], config=spec.attack)
+    examples = imagenet.fig5_examples(loaded.model, imagenet.photos([spec.photo], spec.size), target=spec.target,
+                                      class_names=loaded.class_names, names=[spec.photo], config=spec.attack)
+    return examples, loaded.description
 
 
 # --- one exact minimal distortion (beyond the paper: how close L-BFGS gets) ----------------------------------
@@ -335,36 +337,34 @@ def fig5_photo(spec: Fig5Photo) -> Any:
 
 @dataclass(frozen=True)
 class ExactExamples:
-    """Examples ``start:stop`` of the first ``examples`` test images ``model`` classifies correctly, with
-    seeded random targets: attacked, certified and solved exactly
-    (:func:`intriguing.oracles.compare.compare_with_attack`, ``time_limit`` seconds per problem)."""
+    """The test images at ``indices``, each to be made class ``targets[i]`` by ``model``: attacked,
+    certified and solved exactly (:func:`intriguing.oracles.compare.compare_with_attack`, ``time_limit``
+    seconds per problem). The caller chooses them once (:func:`exact_choice`)."""
 
     model: TrainModel
-    examples: int
-    seed: int
-    start: int
-    stop: int
+    indices: tuple[int, ...]
+    targets: tuple[int, ...]
     time_limit: float
 
 
 def exact_choice(model: torch.nn.Module, examples: int, seed: int,
-                 data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The first ``examples`` correctly classified test images: images, their indices, their seeded targets
-    (drawn for the whole choice, so a part's targets do not depend on how the choice is cut)."""
+                 data_dir: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``examples`` test images ``model`` classifies correctly: their indices and their seeded
+    random targets (drawn for the whole choice, so an example's target does not depend on how the
+    choice is cut into units)."""
     images, labels = data.load_mnist("test", data_dir)
     with torch.no_grad():
         correct = (model(images).argmax(1) == labels).nonzero().squeeze(1)[:examples]
-    return images[correct], correct, random_targets(labels[correct], NUM_CLASSES, seed=seed)
+    return correct, random_targets(labels[correct], NUM_CLASSES, seed=seed)
 
 
 def exact_examples(spec: ExactExamples) -> dict[str, Any]:
-    """Unit: the comparison of the examples' distortions (rows numbered from 0 within the part)."""
+    """Unit: the comparison of the examples' distortions (rows numbered from 0 within the unit)."""
     from intriguing.oracles.compare import compare_with_attack
 
-    model = spec.model.load().model.eval()
-    images, _, targets = exact_choice(model, spec.examples, spec.seed, spec.model.data_dir)
-    part = slice(spec.start, spec.stop)
-    return compare_with_attack(model, images[part], targets[part], time_limit=spec.time_limit)
+    images = data.load_mnist("test", spec.model.data_dir)[0][list(spec.indices)]
+    return compare_with_attack(spec.model.load().model.eval(), images, torch.tensor(spec.targets),
+                               time_limit=spec.time_limit)
 
 
 # --- one seed of the adversarial-training study (Sec. 4.1) --------------------------------------------------
@@ -389,8 +389,8 @@ def adv_train_run(spec: AdvTrainRun) -> Any:
 
 
 __all__ = [
-    "SHARD_SIZE", "AdvTrainRun", "AttackShard", "BoundNetwork", "ExactExamples", "Fig5Photo", "LipschitzGap", "TrainModel",
-    "UnitsSeed", "absolute_data_dir", "adv_train_run", "attack_shard", "attack_stored", "bound_network",
-    "chosen_examples", "exact_choice", "exact_examples", "fig5_photo", "joined", "lipschitz_gap", "load_shard", "shard_ranges", "train_missing",
-    "train_model", "trained", "units_seed",
+    "SHARD_SIZE", "AdvTrainRun", "AttackShard", "BoundNetwork", "ExactExamples", "Fig5Photo", "LipschitzGap",
+    "TrainModel", "UnitsSeed", "absolute_data_dir", "adv_train_run", "attack_shard", "attack_stored",
+    "bound_network", "chosen_examples", "exact_choice", "exact_examples", "fig5_photo", "joined",
+    "lipschitz_gap", "load_shard", "shard_ranges", "train_missing", "train_model", "trained", "units_seed",
 ]

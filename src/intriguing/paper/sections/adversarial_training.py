@@ -1,9 +1,10 @@
 """The report's "Adversarial training (Section 4.1)" section: our comparison beside the paper's errors.
 
 The paper states three test errors for its 100-100-10 network (1.6% with weight decay, about 1.3%
-with dropout, below 1.2% with per-layer pools of adversarial examples). The section runs
-each variant and seed of the study (:func:`intriguing.advtrain.run_one`) as a unit of work at the preset's scale, shows each variant's test error
-(mean ± std over seeds) and robustness beside them, and judges the claims only at the paper's scale.
+with dropout, below 1.2% with per-layer pools of adversarial examples). The section runs each
+variant and seed of the study (:func:`intriguing.advtrain.run_one`) as a unit of work at the preset's
+scale, shows each variant's test error (mean ± std over seeds) and robustness beside them, and judges
+the claims only at the paper's scale.
 """
 
 from __future__ import annotations

@@ -19,7 +19,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-
 from intriguing.oracles.compare import joined
 from intriguing.report.markdown import table
 from intriguing.runner import Claim, Context, Section, preset_settings, work
@@ -60,8 +59,8 @@ def run(ctx: Context, s: Settings, _: dict) -> dict[str, Any]:
     targets: one unit of work per example (the exact problems' times vary by orders of magnitude)."""
     model = trained_model(ctx, s)
     trained = model.load()
-    _, correct, target = work.exact_choice(trained.model.eval(), s.examples, s.seed, model.data_dir)
-    specs = [work.ExactExamples(model, s.examples, s.seed, i, i + 1, s.time_limit) for i in range(len(correct))]
+    correct, target = work.exact_choice(trained.model.eval(), s.examples, s.seed, model.data_dir)
+    specs = [work.ExactExamples(model, (i,), (t,), s.time_limit) for i, t in zip(correct.tolist(), target.tolist())]
     out = joined(ctx.map(work.exact_examples, specs, "examples solved exactly"))
     return {"model": s.model, "test_error": trained.record.test_error, "time_limit": s.time_limit,
             "indices": correct.tolist(), "targets": target.tolist(), **out}
@@ -74,8 +73,9 @@ def render(result: dict[str, Any], ctx: Context) -> str:
              f"{r['cpu_seconds']:.1f}"] for r in result["rows"]]
     header = ["#", "certified", "exact", "status", "refined", "paper", "refined/exact", "paper/exact", "wall s", "cpu s"]
     return "\n\n".join([
-        f"RMS distortions on {result['model']} (test error {result['test_error']:.2%}): the certified lower bound (CROWN), the exact minimum (branch "
-        f"and bound, {result['time_limit']:g} s limit each, relative gap 1e-4) and L-BFGS, refined and paper-faithful.",
+        f"RMS distortions on {result['model']} (test error {result['test_error']:.2%}): the certified lower bound "
+        f"(CROWN), the exact minimum (branch and bound, {result['time_limit']:g} s limit each, relative gap 1e-4) "
+        "and L-BFGS, refined and paper-faithful.",
         table(header, rows),
         f"{s['solved']}/{s['examples']} solved to optimality. Over them, refined/exact: median "
         f"{_ratio(s['median_refined_ratio'])}, worst {_ratio(s['worst_refined_ratio'])}; paper/exact: median "

@@ -57,12 +57,12 @@ def run(ctx: Context, s: Fig5Settings, _: dict) -> dict[str, Any]:
     if not imagenet.available():
         return {"skipped": f"needs the pretrained network and photos: {efficientnet.EXTRA}"}
     specs = [work.Fig5Photo(photo, s.size, s.target, s.attack, ctx.device) for photo in s.photos]
-    examples = imagenet.joined(ctx.map(work.fig5_photo, specs, f"photos attacked towards {s.target!r}"))
+    parts = ctx.map(work.fig5_photo, specs, f"photos attacked towards {s.target!r}")
+    examples, model = imagenet.joined([found for found, _ in parts]), parts[0][1]
     record = examples.record()
     save_fig5(ctx.figures / FIGURE, examples.original, examples.adversarial, record["original_name"],
               record["adversarial_name"], distortions=examples.distortion,
               title=f"EfficientNet-Lite0, target {examples.target_name!r}")
-    model = imagenet.pretrained_model(size=s.size, device=ctx.device).description
     return to_jsonable({**record, "model": model, "size": s.size, "figure": f"figures/{FIGURE}",
                         "success": wilson_interval(sum(examples.success), len(examples.success)),
                         "success_per_photo": examples.success,

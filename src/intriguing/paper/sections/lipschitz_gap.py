@@ -32,17 +32,20 @@ SETTINGS = preset_settings(smoke=Settings(models=(TINY,), images=50), default=Se
                            full=Settings(images=10_000))
 
 
+def _model_spec(ctx: Context, s: Settings, name: str) -> work.TrainModel | None:
+    """Zoo model ``name`` as units of work name it; None for the tiny stand-in (built by the unit)."""
+    return None if name == TINY else work.TrainModel.of(name, seed=s.seed, data_dir=ctx.data_dir, cache=ctx.cache)
+
+
 def trained_models(ctx: Context, s: Settings) -> list[work.TrainModel]:
-    """The zoo models bounded (the tiny stand-in is not one), as units of work name them."""
-    return [work.TrainModel.of(name, seed=s.seed, data_dir=ctx.data_dir, cache=ctx.cache)
-            for name in s.models if name != TINY]
+    """The zoo models bounded (the section's ``models``)."""
+    return [m for m in (_model_spec(ctx, s, name) for name in s.models) if m is not None]
 
 
 def run(ctx: Context, s: Settings, _: dict) -> dict[str, Any]:
     """Product bound, LipSDP and the largest Jacobian norm on the first ``images`` test images, per model;
     one unit of work per model on ``ctx.backend``."""
-    models = dict(zip((name for name in s.models if name != TINY), trained_models(ctx, s)))
-    specs = [work.LipschitzGap(models.get(name), s.images, s.seed, work.absolute_data_dir(ctx.data_dir))
+    specs = [work.LipschitzGap(_model_spec(ctx, s, name), s.images, s.seed, work.absolute_data_dir(ctx.data_dir))
              for name in s.models]
     rows = ctx.map(work.lipschitz_gap, specs, "models bounded by LipSDP")
     images = len(data.load_mnist("test", ctx.data_dir)[0][: s.images])
