@@ -183,6 +183,7 @@ def test_smoke_section_reports_every_variant_beside_the_paper(tmp_path):
     text = (tmp_path / "report.md").read_text()
     for row in ("| weight decay | 1.6% |", "| dropout | 1.3% |", "| adversarial (input, h1, h2) | below 1.2% |"):
         assert row in text
+    assert "`experiments/RESULTS.md`" in text  # the recorded search, which the full preset takes its pools from
     claims = [c for c in document["claims"] if c["section"] == "adversarial_training"]
     assert claims and all(c["holds"] is None for c in claims)  # one seed, 1,000 images: undecided
 

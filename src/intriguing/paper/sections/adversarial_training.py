@@ -26,6 +26,15 @@ from intriguing.runner.section import dataset_name
 KEY = "adversarial_training"
 MNIST_TRAINING_SET = 60_000  # the paper trained on all of it; fewer images cannot test its numbers
 MNIST_TEST_SET = 10_000  # the test set every variant is scored on
+# What the recorded search (issue 16) found at the paper's scale; the full preset takes its settings.
+RECORD = (
+    "The recorded recipe search (`experiments/RESULTS.md` in the repository: every configuration tried, chosen on "
+    "a validation split, the test set used once) found no adversarial-training setting that beats plain "
+    "training: on all 60,000 images, seeds 0–2, the best (an input pool, 4 pool examples per minibatch, 30 "
+    "epochs) reached 2.13 ± 0.16% test error against 1.84 ± 0.03% for the same recipe without pools (Welch "
+    "p = 0.085), while the zoo's weight-decay recipe reaches 1.60 ± 0.07%. The paper's \"below 1.2%\" is not "
+    "reproduced; the pools raise the distortion adversarial examples need by 42%."
+)
 
 
 def paper_bound() -> float:
@@ -121,7 +130,7 @@ def render(result: dict[str, Any], ctx: Context) -> str:
               "seconds per run"]
     intervals = (f"Intervals: Student-t over seeds; with one seed, Wilson over the {MNIST_TEST_SET:,} test images "
                  "(test error) and none (distortion).")
-    parts = [table(header, _rows(result)), f"{_scale(result, dataset_name(ctx.data_dir))} {intervals}"]
+    parts = [table(header, _rows(result)), f"{_scale(result, dataset_name(ctx.data_dir))} {intervals}", RECORD]
     if result["train_examples"] < MNIST_TRAINING_SET:
         parts.append("The paper trained on the full training set: this reduced scale shows the mechanism, not "
                      "the paper's numbers (`intriguing adv-train` runs the full-scale experiment).")
@@ -204,8 +213,11 @@ SECTION = Section(
                                     single_layers=True,
                                     training=AdvTrainConfig(warmup_epochs=3, pool_size=500, refresh_every=79,
                                                             refresh_fraction=0.2)),
-        # The paper's scale; 120 epochs because the regularised variants still underfit after 40.
-        full=AdvTrainStudyConfig(eval_examples=300, recipe={"epochs": 120, "batch_size": 128}, single_layers=True),
+        # The paper's scale, with the recorded search's settings (experiments/RESULTS.md, issue 16): the
+        # zoo's schedule (Adam 1e-2, 60 epochs) in batches of 128, and its best pools on the test set
+        # (3,000 per layer, a fifth regenerated every epoch, 4 pool examples per minibatch).
+        full=AdvTrainStudyConfig(eval_examples=300, recipe={"epochs": 60, "batch_size": 128}, single_layers=True,
+                                 training=AdvTrainConfig(pool_size=3000, refresh_fraction=0.2, pool_batch=4)),
     ),
     estimate_seconds={"smoke": 10, "default": 240, "full": 5 * 3600},
 )
