@@ -85,11 +85,11 @@ class Trial:
         return f"{self.label}-s{self.seed}-{self.stage}.json"
 
     def train_recipe(self) -> training.TrainRecipe:
-        """The zoo's recipe without its dropout (``dropout`` is the trial's own), with the overrides."""
-        return replace(zoo.spec(self.model).recipe, **{"dropout": 0.0, **dict(self.recipe)})
+        """The zoo's recipe with the trial's own dropout and the overrides."""
+        return replace(zoo.spec(self.model).recipe, **{**dict(self.recipe), "dropout": self.dropout})
 
     def pool_config(self) -> advtrain.AdvTrainConfig:
-        return advtrain.AdvTrainConfig(layers=self.layers, dropout=self.dropout, **dict(self.pools))
+        return advtrain.AdvTrainConfig(layers=self.layers, **dict(self.pools))
 
 
 def trial(label: str, *, recipe: dict | None = None, pools: dict | None = None, **fields: Any) -> Trial:
@@ -109,8 +109,9 @@ def _splits(spec: Trial) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch
 
 
 def build(spec: Trial) -> nn.Module:
-    """The trial's network, seeded: the zoo model with dropout after the hidden layers and/or the pixels."""
-    model = advtrain.build_variant(spec.model, spec.pool_config(), spec.seed)
+    """The trial's network, seeded: the zoo model, with dropout on the pixels when asked (the hidden layers'
+    dropout is the recipe's)."""
+    model = zoo.build(spec.model, seed=spec.seed)
     if spec.input_dropout:
         model = nn.Sequential(OrderedDict([("input_dropout", nn.Dropout(spec.input_dropout)),
                                            *model.named_children()]))

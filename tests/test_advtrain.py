@@ -23,7 +23,7 @@ def train_subset(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fresh_model(seed: int = 0) -> torch.nn.Module:
-    return advtrain.build_variant("FC100-100-10", advtrain.AdvTrainConfig(), seed)
+    return zoo.build("FC100-100-10", seed=seed)
 
 
 # 512 images in batches of 64: 8 steps per epoch, 40 steps in all. Pools are filled after four epochs
@@ -126,19 +126,21 @@ def test_split_at_a_hidden_layer_composes_back_to_the_model():
         torch.testing.assert_close(upper(lower(x)), model(x))
 
 
-def test_dropout_baseline_adds_dropout_after_each_hidden_layer_only():
-    model = fresh_model()
-    dropped = advtrain.with_dropout(model, 0.3)
-    names = [name for name, _ in dropped.named_children()]
-    assert names == ["flatten", "fc1", "h1", "h1_dropout", "fc2", "h2", "h2_dropout", "out"]
-    x = train_subset(8)[0]
-    torch.testing.assert_close(dropped.eval()(x), model.eval()(x))
+def test_only_the_dropout_baseline_trains_with_dropout():
+    config = advtrain.AdvTrainStudyConfig(dropout=0.3)
+    arms = config.variants()
+    assert arms["dropout"] == advtrain.Variant(advtrain.AdvTrainConfig(layers=()), dropout=0.3)
+    assert all(arm.dropout == 0 for name, arm in arms.items() if name != "dropout")
+
+
+def test_a_dropout_baseline_on_a_model_without_hidden_layers_fails_before_training():
+    with pytest.raises(IntriguingError, match="no hidden activation layers"):
+        advtrain.study_jobs(advtrain.AdvTrainStudyConfig(model="FC10(1e-4)", layers=(advtrain.INPUT,)))
 
 
 @pytest.mark.parametrize("bad, message", [
     ({"refresh_fraction": 0.0}, "refresh_fraction"),
     ({"pool_size": 0}, "pool_size"),
-    ({"dropout": 1.0}, "dropout"),
     ({"target": "nearest"}, "unknown target"),
     ({"layers": ("h1", "h1")}, "once"),
     ({"attack": {"refine": False}}, "LBFGSConfig"),
@@ -167,7 +169,7 @@ def test_summary_is_the_mean_and_sample_std_over_seeds():
     runs = [advtrain.RunResult(variant="weight decay", seed=s, train_error=0.0, test_error=e, robustness=robust,
                                seconds=1.0, attack_seconds=0.0, generated=0, pool_success_rate=float("nan"))
             for s, e in enumerate([0.010, 0.012, 0.014])]
-    (summary,) = advtrain.summarise_runs(runs, {"weight decay": advtrain.AdvTrainConfig(layers=())})
+    (summary,) = advtrain.summarise_runs(runs, {"weight decay": advtrain.Variant(advtrain.AdvTrainConfig(layers=()))})
     assert summary.seeds == 3
     assert summary.test_error_mean == pytest.approx(0.012)
     assert summary.test_error_std == pytest.approx(0.002)
@@ -209,23 +211,14 @@ def test_cli_maps_its_flags_onto_the_experiment_config(monkeypatch, tmp_path):
     assert records.read_json(out)["config"]["layers"] == ["h1", "h2"]
 
 
-def test_a_recipe_with_dropout_trains_the_same_network_as_the_dropout_baseline():
-    # The zoo's recipe dropout (hooks, in training.fit) and the harness's dropout modules are one method.
+def test_the_harness_trains_a_recipe_with_dropout_as_the_zoo_does():
+    # One dropout mechanism: the recipe's, in the harness (the study's baseline) and in training.fit (the zoo).
     from intriguing import training
 
     images, labels = train_subset(256)
-    recipe = dataclasses.replace(QUICK_RECIPE, epochs=2)
-    modules = advtrain.build_variant("FC100-100-10", advtrain.AdvTrainConfig(layers=(), dropout=0.3), seed=0)
-    advtrain.adversarial_train(modules, images, labels, advtrain.AdvTrainConfig(layers=(), dropout=0.3), recipe,
-                               progress=False)
-    hooked = training.fit(zoo.build("FC100-100-10", seed=0), images, labels,
-                          dataclasses.replace(recipe, dropout=0.3), progress=False)
-    torch.testing.assert_close(hooked.fc1.weight, modules.fc1.weight, rtol=0, atol=1e-5)
-    torch.testing.assert_close(hooked.out.weight, modules.out.weight, rtol=0, atol=1e-5)
-
-
-def test_dropout_asked_twice_is_one_clear_error():
-    recipe = dataclasses.replace(QUICK_RECIPE, epochs=1, dropout=0.1)
-    with pytest.raises(IntriguingError, match="dropout is asked twice"):
-        advtrain.adversarial_train(fresh_model(), *train_subset(64), advtrain.AdvTrainConfig(layers=(), dropout=0.1),
-                                   recipe, progress=False)
+    recipe = dataclasses.replace(QUICK_RECIPE, epochs=2, dropout=0.3)
+    harness = fresh_model()
+    advtrain.adversarial_train(harness, images, labels, advtrain.AdvTrainConfig(layers=()), recipe, progress=False)
+    zoo_way = training.fit(fresh_model(), images, labels, recipe, progress=False)
+    torch.testing.assert_close(zoo_way.fc1.weight, harness.fc1.weight, rtol=0, atol=1e-5)
+    torch.testing.assert_close(zoo_way.out.weight, harness.out.weight, rtol=0, atol=1e-5)

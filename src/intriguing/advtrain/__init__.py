@@ -33,15 +33,15 @@ Usage::
     study.summary  # one VariantSummary per variant
 """
 
-from intriguing.advtrain.layers import INPUT, attack_layer, hidden_layers, split_at, with_dropout
+from intriguing.advtrain.layers import INPUT, attack_layer, hidden_layers, split_at
 from intriguing.advtrain.pools import TARGETS, AdvTrainConfig, Pool, RefreshEvent, TrainingLog, adversarial_train
 from intriguing.advtrain.robustness import EVAL_SEED, Robustness, min_distortion
 from intriguing.advtrain.study import (
     AdvTrainStudy,
     AdvTrainStudyConfig,
     RunResult,
+    Variant,
     VariantSummary,
-    build_variant,
     collect_study,
     run_experiment,
     run_one,
@@ -53,7 +53,7 @@ from intriguing.advtrain.study import (
 __all__ = [
     "EVAL_SEED", "INPUT", "TARGETS",
     "AdvTrainConfig", "AdvTrainStudy", "AdvTrainStudyConfig", "Pool", "RefreshEvent", "Robustness", "RunResult",
-    "TrainingLog", "VariantSummary",
-    "adversarial_train", "attack_layer", "build_variant", "hidden_layers", "collect_study", "min_distortion",
-    "run_experiment", "run_one", "split_at", "study_jobs", "summarise_runs", "train_and_evaluate", "with_dropout",
+    "TrainingLog", "Variant", "VariantSummary",
+    "adversarial_train", "attack_layer", "hidden_layers", "collect_study", "min_distortion",
+    "run_experiment", "run_one", "split_at", "study_jobs", "summarise_runs", "train_and_evaluate",
 ]

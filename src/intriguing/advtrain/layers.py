@@ -3,12 +3,11 @@
 The paper generated "adversarial examples for each layer outputs which were used to train all the
 layers above". A sequential model cut after a hidden sigmoid layer ``h`` gives the layers below
 (``model[:h+1]``, which make the outputs to perturb) and the layers above (``model[h+1:]``, which
-the attack fools and the pool trains). The dropout baseline inserts dropout at the same places.
+the attack fools and the pool trains).
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
@@ -48,19 +47,6 @@ def split_at(model: nn.Module, layer: str) -> tuple[nn.Module, nn.Module]:
     cut = [name for name, _ in model.named_children()].index(layer) + 1
     # A slice is a new container, in train mode whatever its modules' mode: give it the model's.
     return model[:cut].train(model.training), model[cut:].train(model.training)
-
-
-def with_dropout(model: nn.Sequential, p: float) -> nn.Sequential:
-    """The same modules with ``nn.Dropout(p)`` after every hidden layer (the paper's dropout baseline)."""
-    hidden = set(hidden_layers(model))
-    if not hidden:
-        raise IntriguingError("dropout: the model has no hidden sigmoid layers to put dropout after")
-    children: list[tuple[str, nn.Module]] = []
-    for name, module in model.named_children():
-        children.append((name, module))
-        if name in hidden:
-            children.append((f"{name}_dropout", nn.Dropout(p)))
-    return nn.Sequential(OrderedDict(children))
 
 
 def output_classes(model: nn.Module, example: torch.Tensor) -> int:

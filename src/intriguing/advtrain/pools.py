@@ -30,7 +30,7 @@ class AdvTrainConfig:
 
     ``layers`` names the layers whose outputs are perturbed: ``"input"`` and/or hidden sigmoid
     modules (``"h1"``, ``"h2"`` in the zoo's fully connected nets); empty trains without pools (the
-    baselines). ``dropout`` > 0 inserts dropout after every hidden layer. Each pool holds
+    baselines; dropout is the recipe's, :attr:`~intriguing.training.TrainRecipe.dropout`). Each pool holds
     ``pool_size`` examples, of which ``refresh_fraction`` are regenerated every ``refresh_every``
     steps after ``warmup_epochs`` of plain training; each step adds ``pool_batch`` pool examples to
     the minibatch. ``target`` is how the pool's adversarial examples are aimed: a ``"random"`` other
@@ -41,7 +41,6 @@ class AdvTrainConfig:
     """
 
     layers: tuple[str, ...] = (INPUT,)
-    dropout: float = 0.0
     warmup_epochs: int = 2
     pool_size: int = 10_000
     pool_batch: int = 16  # with the zoo's batches of 128: one example in nine comes from a pool
@@ -53,8 +52,6 @@ class AdvTrainConfig:
     def __post_init__(self) -> None:
         if len(set(self.layers)) != len(self.layers):
             raise IntriguingError(f"layers {list(self.layers)}: each layer may appear once")
-        if not 0.0 <= self.dropout < 1.0:
-            raise IntriguingError(f"dropout must lie in [0, 1), got {self.dropout}")
         if not 0.0 < self.refresh_fraction <= 1.0:
             raise IntriguingError(f"refresh_fraction must lie in (0, 1], got {self.refresh_fraction}")
         for name, least in (("pool_size", 1), ("pool_batch", 1), ("refresh_every", 1), ("warmup_epochs", 0)):
@@ -198,9 +195,6 @@ def adversarial_train(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     """
     check_images(images, "images")
     check_labels(labels, "labels", len(images))
-    if recipe.dropout and config.dropout:
-        raise IntriguingError(f"dropout is asked twice (recipe {recipe.dropout}, pools config {config.dropout}): "
-                              "set one of them to 0")
     epochs = recipe.epochs
     if config.layers and epochs <= config.warmup_epochs:
         raise IntriguingError(
@@ -211,7 +205,7 @@ def adversarial_train(model: nn.Module, images: torch.Tensor, labels: torch.Tens
     trainer = _PoolTrainer(model, images, labels, config, recipe.weight_decay, attack or LBFGS(config.attack),
                            steps_per_epoch, seed)
     model.train()
-    # Dropout (the recipe's, or the config's modules) draws from the global generator: seed it, then restore it.
+    # Dropout draws from the global generator: seed it, then restore it.
     with training.hidden_dropout(model, recipe.dropout), seeding.seeded(seed):
         training.run_epochs(model.parameters(), trainer.loss, images, labels, epochs=epochs,
                             batch_size=recipe.batch_size, lr=recipe.lr, optimizer=recipe.optimizer,

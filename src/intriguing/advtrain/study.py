@@ -16,10 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from torch import nn
-
 from intriguing import data, records, training, zoo
-from intriguing.advtrain.layers import INPUT, split_at, with_dropout
+from intriguing.advtrain.layers import INPUT, split_at
 from intriguing.advtrain.pools import TARGETS, AdvTrainConfig, adversarial_train
 from intriguing.advtrain.robustness import Robustness, min_distortion
 from intriguing.attacks import LBFGS, LBFGSConfig
@@ -39,6 +37,15 @@ class RunResult:
     attack_seconds: float
     generated: int
     pool_success_rate: float
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One arm of the comparison: its pools (``pools.layers`` empty for the baselines) and the dropout rate
+    its recipe trains with (:attr:`~intriguing.training.TrainRecipe.dropout`, the zoo's one mechanism)."""
+
+    pools: AdvTrainConfig
+    dropout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -91,17 +98,17 @@ class AdvTrainStudyConfig:
         except TypeError as e:
             raise IntriguingError(f"recipe overrides {self.recipe} for {self.model}: {e}") from None
 
-    def variants(self) -> dict[str, AdvTrainConfig]:
-        """Variant name -> its training configuration, baselines first. The adversarial variants get
-        no dropout: the paper's adversarially trained network used weight decay only."""
-        base = replace(self.training, layers=(), dropout=0.0)
+    def variants(self) -> dict[str, Variant]:
+        """Variant name -> its pools and dropout, baselines first. The adversarial variants get no
+        dropout: the paper's adversarially trained network used weight decay only."""
+        base = replace(self.training, layers=())
         variants = {}
         if self.baselines:
-            variants["weight decay"] = base
-            variants["dropout"] = replace(base, dropout=self.dropout)
+            variants["weight decay"] = Variant(base)
+            variants["dropout"] = Variant(base, dropout=self.dropout)
         singles = [(layer,) for layer in self.layers] if self.single_layers else []
         for layers in dict.fromkeys([(INPUT,), *singles, tuple(self.layers)]):
-            variants[f"adversarial ({', '.join(layers)})"] = replace(base, layers=layers)
+            variants[f"adversarial ({', '.join(layers)})"] = Variant(replace(base, layers=layers))
         return variants
 
 
@@ -133,20 +140,14 @@ class AdvTrainStudy:
     environment: dict[str, str] = field(default_factory=records.environment)
 
 
-def build_variant(name: str, config: AdvTrainConfig, seed: int) -> nn.Module:
-    """Zoo model ``name`` initialised with ``seed``, with dropout when ``config`` asks for it."""
-    model = zoo.build(name, seed=seed)
-    return with_dropout(model, config.dropout) if config.dropout else model
-
-
 def train_and_evaluate(name: str, variant: str, config: AdvTrainConfig, recipe: training.TrainRecipe, seed: int,
                        train_set, test_set, eval_set, *, eval_target: str = "random",
                        eval_attack: Callable | None = None, progress: bool = True) -> RunResult:
     """Train one variant of zoo model ``name`` with one seed and measure its errors and robustness.
 
-    The ``*_set`` arguments are ``(images, labels)`` pairs.
+    The ``*_set`` arguments are ``(images, labels)`` pairs; ``recipe.dropout`` is the variant's dropout.
     """
-    model = build_variant(name, config, seed)
+    model = zoo.build(name, seed=seed)
     start = time.perf_counter()
     log = adversarial_train(model, *train_set, config, recipe, seed=seed,
                             desc=f"{name} {variant} s{seed}", progress=progress)
@@ -167,15 +168,15 @@ def _spread(values: list[float]) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else None
 
 
-def summarise_runs(runs: list[RunResult], variants: dict[str, AdvTrainConfig]) -> list[VariantSummary]:
+def summarise_runs(runs: list[RunResult], variants: dict[str, Variant]) -> list[VariantSummary]:
     """Mean and standard deviation over seeds of each variant's test error and robustness."""
     summary = []
-    for variant, config in variants.items():
+    for variant, arm in variants.items():
         mine = [r for r in runs if r.variant == variant]
         errors = [r.test_error for r in mine]
         distortions = [r.robustness.mean_distortion for r in mine]
         summary.append(VariantSummary(
-            variant=variant, layers=config.layers, dropout=config.dropout, seeds=len(mine),
+            variant=variant, layers=arm.pools.layers, dropout=arm.dropout, seeds=len(mine),
             test_error_mean=statistics.fmean(errors), test_error_std=_spread(errors),
             distortion_mean=statistics.fmean(distortions), distortion_std=_spread(distortions),
             seconds_mean=statistics.fmean(r.seconds for r in mine),
@@ -189,7 +190,8 @@ def _check_layers(config: AdvTrainStudyConfig) -> None:
     for layer in config.layers:
         split_at(model, layer)
     if config.baselines:
-        with_dropout(model, config.dropout)
+        with training.hidden_dropout(model, config.dropout):  # a model without hidden layers fails here
+            pass
 
 
 def study_jobs(config: AdvTrainStudyConfig) -> list[tuple[str, int]]:
@@ -207,7 +209,9 @@ def run_one(config: AdvTrainStudyConfig, variant: str, seed: int, *, data_dir: s
     images, labels = data.load_mnist("train", data_dir)
     test_set = data.load_mnist("test", data_dir)
     eval_set = test_set[0][: config.eval_examples], test_set[1][: config.eval_examples]
-    return train_and_evaluate(config.model, variant, config.variants()[variant], config.train_recipe(), seed,
+    arm = config.variants()[variant]
+    recipe = replace(config.train_recipe(), dropout=arm.dropout)
+    return train_and_evaluate(config.model, variant, arm.pools, recipe, seed,
                               (images[: config.limit], labels[: config.limit]), test_set, eval_set,
                               eval_target=config.eval_target, eval_attack=LBFGS(config.eval_attack),
                               progress=progress)
