@@ -29,6 +29,8 @@ from intriguing import cli, data, paper, runner, zoo
 from intriguing.errors import IntriguingError
 from intriguing.runner import backends
 
+needs_ray = pytest.mark.skipif(not backends.ray_installed(), reason="the ray extra is not installed")
+
 
 def invoke(*args: str, env: dict[str, str] | None = None):
     return CliRunner().invoke(cli.main, list(args), env=env)
@@ -290,22 +292,22 @@ MADE_UP = textwrap.dedent("""
 CHILD = textwrap.dedent("""
     import sys
     from intriguing import cli, paper
-    from intriguing.runner import backends
-    backends.default_workers = lambda: 1  # in this process: no Ray cluster to start for a short test
     if sys.argv[2] == "made-up":
         sys.path.insert(0, sys.argv[3])
         import made_up_sections
         paper.section_list = lambda: made_up_sections.SECTIONS
     print("started", file=sys.stderr, flush=True)  # imports done: the command's signal handling is next
-    cli.main(["reproduce", "--preset", "smoke", "--out", sys.argv[1], "--no-progress"])
+    # --workers 1: in this process, no Ray cluster to start for a short test
+    cli.main(["reproduce", "--preset", "smoke", "--out", sys.argv[1], "--no-progress", "--workers", sys.argv[4]])
 """)
 
 
-def _terminate(out: Path, mode: str, when) -> subprocess.CompletedProcess:
-    """Run ``reproduce`` in a child process, send SIGTERM once it started and ``when()`` holds, return
-    what it printed after starting."""
+def _terminate(out: Path, mode: str, when, workers: int = 1) -> subprocess.CompletedProcess:
+    """Run ``reproduce`` with ``workers`` in a child process, send SIGTERM once it started and ``when()``
+    holds, return what it printed after starting."""
     (out.parent / "made_up_sections.py").write_text(MADE_UP)
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(out), mode, str(out.parent)], stdout=subprocess.PIPE,
+    command = [sys.executable, "-c", CHILD, str(out), mode, str(out.parent), str(workers)]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert child.stderr.readline() == "started\n"
     deadline = time.monotonic() + 120
@@ -316,9 +318,12 @@ def _terminate(out: Path, mode: str, when) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(child.args, child.returncode, stdout, stderr)
 
 
-def test_sigterm_during_reproduce_leaves_whole_files_and_says_rerun_resumes(tmp_path):
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=needs_ray)])
+def test_sigterm_during_reproduce_leaves_whole_files_and_says_rerun_resumes(tmp_path, workers):
+    # With 2 workers a local Ray instance runs, whose start-up installs a fatal-signal handler for
+    # SIGTERM (a C++ stack dump, then abort): the clean interruption must survive it.
     out = tmp_path / "run"
-    done = _terminate(out, "made-up", when=lambda: (out / "sections" / "a.json").exists())
+    done = _terminate(out, "made-up", when=lambda: (out / "sections" / "a.json").exists(), workers=workers)
     assert done.returncode == cli.EXIT_SIGTERM, done.stderr
     assert "Traceback" not in done.stderr
     assert [line for line in done.stderr.splitlines() if line.strip()] == [

@@ -12,8 +12,11 @@ this machine, so only the checkpoint cache benefits from storage every node sees
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+import signal
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import ray
@@ -40,6 +43,25 @@ def _run_unit(function: Callable[[Any], Any], spec: Any, threads: int) -> Any:
     """One unit on a worker: the same torch settings as in-process, then ``function(spec)``."""
     worker_setup(threads)
     return function(spec)
+
+
+@contextlib.contextmanager
+def _sigterm_kept() -> Iterator[None]:
+    """Keep this process's SIGTERM handler across ``ray.init``.
+
+    Ray's core worker installs a fatal-signal handler for SIGTERM that prints a C++ stack and exits,
+    so a batch system's SIGTERM would skip the CLI's clean interruption (one line, exit status 143,
+    the Ray instance shut down) that in-process runs get. The handler in place before is put back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler installed outside Python, nothing of ours to keep
+            signal.signal(signal.SIGTERM, previous)
 
 
 class RayBackend:
@@ -78,7 +100,8 @@ class RayBackend:
             # protection is kept, the line (which would break our one-line output) is not printed.
             logging.getLogger(TOKEN_SETUP_LOGGER).setLevel(logging.ERROR)
         try:
-            ray.init(address=address, **options)
+            with _sigterm_kept():
+                ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError, ray.exceptions.RayError) as e:
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if address is None:
