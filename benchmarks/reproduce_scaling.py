@@ -73,6 +73,17 @@ def report(walls: dict[int, float], documents: dict[int, Any]) -> bool:
     return agree
 
 
+def phases(walls: dict[int, float], documents: dict[int, Any]) -> None:
+    """Seconds per phase and worker count, side by side: where the time goes and what scales."""
+    rows = {"models (trained first)": {w: documents[w]["training_seconds_this_run"] for w in walls}}
+    for key in documents[next(iter(walls))]["timings_seconds"]:
+        rows[key] = {w: documents[w]["timings_seconds"][key] for w in walls}
+    rows["whole run (wall)"] = walls
+    print(f"{'phase':<26}" + "".join(f"{f'--workers {w}':>14}" for w in walls))
+    for phase, seconds in rows.items():
+        print(f"{phase:<26}" + "".join(f"{seconds[w]:13.1f}s" for w in walls))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="default", choices=("smoke", "default", "full"))
@@ -86,6 +97,7 @@ def main() -> None:
             walls[workers] = run(args.preset, workers, root / f"workers-{workers}")
             print(f"--workers {workers}: {walls[workers]:8.1f} s cold", flush=True)
         documents = {w: json.loads((root / f"workers-{w}" / "out" / "results.json").read_text()) for w in walls}
+    phases(walls, documents)
     sys.exit(0 if report(walls, documents) else 1)
 
 

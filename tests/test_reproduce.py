@@ -162,6 +162,7 @@ def test_results_json_speaks_the_papers_names_with_intervals_and_provenance(smok
     results = json.loads((out / "results.json").read_text())
     assert results["preset"] == "smoke" and {"torch", "numpy", "intriguing"} <= set(results["environment"])
     assert set(results["timings_seconds"]) == set(TABLES)
+    assert 0 <= results["training_seconds_this_run"] <= results["wall_seconds_this_run"]
     for key in TABLES:
         reference, ours = published(key), results[key]
         # The paper's rows in its order, then ours it lacks (issue 12: matched-RMS noise, Fig. 7(c)'s noise).

@@ -44,9 +44,9 @@ def run(sections: Sequence[Section], ctx: Context, *, only: list[str] | None = N
     found = {s.key: stored(ctx, s) for s in sections}
     with torch_threads(threads):
         start = time.perf_counter()
-        _compute_missing(ctx, chosen, found)
+        training = _compute_missing(ctx, chosen, found)
         shown = [s for s in sections if found[s.key] is not None]
-        document = _document(ctx, shown, found, time.perf_counter() - start)
+        document = _document(ctx, shown, found, time.perf_counter() - start, training)
     records.write_json(ctx.out / "results.json", document)
     return document, shown
 
@@ -63,20 +63,23 @@ def _with_needs(chosen: list[Section], only: list[str]) -> list[Section]:
     return [s for s in chosen if s.key in wanted]
 
 
-def _compute_missing(ctx: Context, chosen: list[Section], found: dict[str, Any]) -> None:
-    """Compute the chosen sections not in ``found`` (in order, under one progress line) and add them."""
+def _compute_missing(ctx: Context, chosen: list[Section], found: dict[str, Any]) -> float:
+    """Compute the chosen sections not in ``found`` (in order, under one progress line) and add them;
+    return the seconds spent training the zoo models they need, first."""
     missing = [s for s in chosen if found[s.key] is None]
     models = _untrained_models(ctx, missing)
     estimates = {s.key: s.estimate(ctx.preset) for s in missing}
     display = Display([MODEL_ESTIMATE_SECONDS * len(models)] * bool(models) + list(estimates.values()), ctx.progress)
     ctx = dataclasses.replace(ctx, on_stage=display.stage)
     results: dict[str, Any] = {}
+    begin = time.perf_counter()
     try:
         if models:
             display.begin(f"training the {len(models)} models the sections need", MODEL_ESTIMATE_SECONDS * len(models))
             work.train_missing(ctx.backend, models, lambda done: ctx.stage(f"models trained: {done}/{len(models)}",
                                                                           done / len(models)))
             display.end()
+        training = time.perf_counter() - begin
         for section in chosen:
             if found[section.key] is None:
                 display.begin(section.title, estimates[section.key])
@@ -87,6 +90,7 @@ def _compute_missing(ctx: Context, chosen: list[Section], found: dict[str, Any])
             results[section.key] = found[section.key]["result"]
     finally:
         display.close()
+    return training
 
 
 def _untrained_models(ctx: Context, sections: list[Section]) -> list[work.TrainModel]:
@@ -95,7 +99,8 @@ def _untrained_models(ctx: Context, sections: list[Section]) -> list[work.TrainM
     return [m for m in dict.fromkeys(wanted) if not m.checkpoint().is_file()]
 
 
-def _document(ctx: Context, shown: list[Section], found: dict[str, Any], wall: float) -> dict[str, Any]:
+def _document(ctx: Context, shown: list[Section], found: dict[str, Any], wall: float,
+              training: float) -> dict[str, Any]:
     """``results.json``: each section's result under its key, plus what is needed to trust it."""
     claims = [claim for s in shown for claim in s.judge(found[s.key]["result"], ctx)]
     return {
@@ -106,5 +111,6 @@ def _document(ctx: Context, shown: list[Section], found: dict[str, Any], wall: f
                              "config_hash": found[s.key]["config_hash"]} for s in shown},
         "timings_seconds": {s.key: found[s.key].get("seconds") for s in shown},
         "wall_seconds_this_run": wall,
+        "training_seconds_this_run": training,  # the zoo models the computed sections needed, trained first
         "environment": records.environment(),
     }
