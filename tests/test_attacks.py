@@ -263,10 +263,10 @@ def test_bad_input_raises_one_clear_error_naming_the_argument(make_call, names):
 
 
 def test_named_configs_are_the_papers_the_pools_and_the_refined_attack():
-    paper_search = {"c_rtol": 0.01, "max_iter": 100, "stall_window": 10}  # the refined attack cuts these shorter
-    assert LBFGSConfig.paper() == LBFGSConfig(refine=False, stall_rtol=0.0, shrink_steps=0, **paper_search)
-    assert LBFGSConfig.pool() == LBFGSConfig(refine=False, max_solves=8, stall_rtol=0.0, shrink_steps=0,
-                                             **{**paper_search, "c_rtol": 0.1})
+    paper_search = {"c_rtol": 0.01, "max_iter": 100, "stall_window": 10, "max_solves": 30}  # refined: shorter
+    off = {"refine": False, "stall_rtol": 0.0, "shrink_steps": 0, "outside_in": False, "scale_aware": False}
+    assert LBFGSConfig.paper() == LBFGSConfig(**off, **paper_search)
+    assert LBFGSConfig.pool() == LBFGSConfig(**off, **{**paper_search, "c_rtol": 0.1, "max_solves": 8})
     assert LBFGSConfig.refined() == LBFGSConfig()
     variant = dataclasses.replace(LBFGSConfig.paper(), max_solves=10, max_iter=50)
     assert (variant.refine, variant.max_solves, variant.max_iter) == (False, 10, 50)
@@ -276,11 +276,11 @@ def test_named_configs_are_the_papers_the_pools_and_the_refined_attack():
     assert LBFGSConfig.paper().to_dict() == {
         "method": "LBFGS", "bounds": [0.0, 1.0], "initial_c": None, "c_factor": 10.0, "c_rtol": 0.01,
         "max_solves": 30, "memory": 10, "max_iter": 100, "ftol": 1e-5, "pgtol": 1e-5, "stall_window": 10,
-        "stall_rtol": 0.0, "shrink_steps": 0, "batch_size": 512, "refine": False, "refine_steps": 0}
+        "stall_rtol": 0.0, "shrink_steps": 0, "outside_in": False, "scale_aware": False, "batch_size": 512,
+        "refine": False, "refine_steps": 0}
     assert json.loads(json.dumps(to_jsonable(LBFGSConfig.pool())))["max_solves"] == 8
-    assert LBFGS(LBFGSConfig.paper(), max_solves=10).config == LBFGSConfig(
-        refine=False, max_solves=10, stall_rtol=0.0, shrink_steps=0, **paper_search)
-    assert LBFGS(refine=False, stall_rtol=0, shrink_steps=0, **paper_search).config == LBFGSConfig.paper()
+    assert LBFGS(LBFGSConfig.paper(), max_solves=10).config == LBFGSConfig(**off, **{**paper_search, "max_solves": 10})
+    assert LBFGS(**off, **paper_search).config == LBFGSConfig.paper()
 
 
 @pytest.mark.parametrize("make, name", [
@@ -288,6 +288,8 @@ def test_named_configs_are_the_papers_the_pools_and_the_refined_attack():
     (lambda: LBFGSConfig(initial_c=0), "initial_c"),
     (lambda: LBFGSConfig(max_iter=2.5), "max_iter"),
     (lambda: LBFGSConfig(refine="no"), "refine"),
+    (lambda: LBFGSConfig(outside_in=1), "outside_in"),
+    (lambda: LBFGSConfig(scale_aware=None), "scale_aware"),
     (lambda: LBFGSConfig(refine_steps=-1), "refine_steps"),
     (lambda: LBFGSConfig(stall_rtol=-1e-3), "stall_rtol"),
     (lambda: LBFGSConfig(stall_window=0), "stall_window"),

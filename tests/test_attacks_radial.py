@@ -68,7 +68,7 @@ def test_the_attack_shrinks_results_left_inside_by_short_solves_and_counts_the_p
             p.copy_(3 * torch.randn(p.shape, generator=gen))
     x = torch.rand(24, 6, generator=gen)
     target = (model(x).argmax(1) + 1) % 3
-    short = {"max_iter": 2, "refine": False}
+    short = {"max_iter": 2, "max_solves": 30, "refine": False, "outside_in": False}  # the paper's search, cut short
     plain = LBFGS(shrink_steps=0, **short)(model, x, target=target)
     shrunk = LBFGS(shrink_steps=5, **short)(model, x, target=target)
     assert LBFGSConfig.paper().shrink_steps == 0 and LBFGSConfig.pool().shrink_steps == 0
