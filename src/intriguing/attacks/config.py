@@ -78,7 +78,14 @@ class LBFGSConfig:
       solves, cut short on large inputs, end well inside the target's region; this keeps their
       direction and fixes the length (EfficientNet-Lite0, two 3x224x224 photos: 7% and 3% less
       distortion for 7 evaluations). ``0`` turns it off, as in :meth:`paper` and :meth:`pool`.
-    * ``refine_steps=5``: at most this many linearise-and-project steps (used when ``refine``).
+    * ``refine_steps=8``: at most this many linearise-and-project steps (used when ``refine``), and,
+      on a chain of ``Linear`` and ``ReLU`` layers, at most this many moves between linear regions
+      (:mod:`~intriguing.attacks.regions`). A row stops early once its steps settle, or once a step
+      fails and its linear model missed by far (EfficientNet-Lite0 at 3x224x224: 6 evaluations per
+      photo, where 5 steps used to spend 30 and never succeeded). Against 5 steps without those
+      rules: FC20-20-10(ReLU), 20 exact problems, refined/exact median 1.029 -> 1.000, worst 1.110 ->
+      1.040 (300 targeted: median distortion -2.2%, mean -3.9%, evaluations 104 -> 104, CPU time x10:
+      the region QPs); MNIST FC100-100-10, 500 targeted: median -0.2%, evaluations 77.0 -> 78.3.
     * ``batch_size=512``: rows solved together (memory ~ ``2 * memory * batch_size * m`` floats).
     """
 
@@ -92,7 +99,7 @@ class LBFGSConfig:
     max_iter: int = 20
     ftol: float = 1e-5
     pgtol: float = 1e-5
-    refine_steps: int = 5
+    refine_steps: int = 8
     batch_size: int = 512
     stall_window: int = 5
     stall_rtol: float = 1e-3
