@@ -11,7 +11,7 @@ import torch
 
 from intriguing.attacks.criteria import reached, success_margin
 from intriguing.attacks.memory import CompactMemory
-from intriguing.attacks.refine import project_to_halfspace, project_to_polyhedron
+from intriguing.attacks.projection import project_to_halfspace, project_to_polyhedron
 
 
 
