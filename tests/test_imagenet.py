@@ -64,6 +64,10 @@ def test_pretrained_net_sees_a_cat_in_chelsea(extra):
     with torch.no_grad():
         assert int(loaded.model(x).argmax()) in CAT_CLASSES
     assert loaded.class_names[imagenet.OSTRICH] == "ostrich" and loaded.class_index("ostrich") == 9
+    # One sentence: the weights file, then the input (the built-in's install hint does not leak into it).
+    weights = efficientnet.weights_file().name
+    assert loaded.description == (f"EfficientNet-Lite0, ImageNet-pretrained ({weights}); "
+                                   "input 3x224x224, 1000 classes, on cpu")
 
 
 def test_the_builtin_name_gives_the_pretrained_network_with_its_normalisation(extra):

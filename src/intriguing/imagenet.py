@@ -58,7 +58,7 @@ def pretrained_model(size: int = INPUT_SHAPE[-1], device: str | torch.device = "
     """
     source = weights_file()  # the one-line error when the extra is missing, before anything else
     loaded = resolve_model(BUILTIN, size=size, device=device)
-    _, details = loaded.description.split("; ", 1)
+    details = loaded.description.rpartition("; ")[2]  # "input 3xHxW, 1000 classes, on DEVICE"
     description = f"EfficientNet-Lite0, ImageNet-pretrained ({source.name}); {details}"
     return dataclasses.replace(loaded, description=description)
 
