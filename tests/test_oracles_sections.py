@@ -37,14 +37,16 @@ def test_smoke_run_renders_and_its_sanity_claim_holds(module, tmp_path):
 
 
 def test_summary_orders_only_solved_examples_against_the_certified_bound():
-    rows = [{"solved": True, "certified": 0.5, "exact": 1.0, "refined": 1.01, "refined_ratio": 1.01, "paper_ratio": 1.1,
-             "certified_ratio": 0.5, "seconds": 1.0, "cpu_seconds": 0.5},
-            {"solved": False, "certified": 0.9, "exact": 0.8, "refined": 0.8, "refined_ratio": 1.0, "paper_ratio": 1.0,
-             "certified_ratio": 1.1, "seconds": 2.0, "cpu_seconds": 1.0}]
+    rows = [{"solved": True, "certified": 0.5, "exact": 1.0, "refined": 1.01, "paper": 1.1, "refined_ratio": 1.01,
+             "paper_ratio": 1.1, "certified_ratio": 0.5, "seconds": 1.0, "cpu_seconds": 0.5},
+            {"solved": False, "certified": 0.9, "exact": 0.8, "refined": 0.8, "paper": 0.8, "refined_ratio": 1.0,
+             "paper_ratio": 1.0, "certified_ratio": 1.1, "seconds": 2.0, "cpu_seconds": 1.0}]
     s = summarise(rows)
     assert s["ordered"] and s["solved"] == 1 and s["median_refined_ratio"] == 1.01
     assert s["exact_cpu_seconds"] == 1.5
     rows[1]["refined"] = 0.7  # an exact point worse than the attack's start: a bug
+    assert not summarise(rows)["ordered"]
+    rows[1]["refined"], rows[0]["paper"] = 0.8, 0.9  # worse than the paper's attack's point: a bug too
     assert not summarise(rows)["ordered"]
 
 
@@ -65,8 +67,8 @@ def test_an_unsolved_example_renders_as_na_once_stored(tmp_path):
 def test_parts_of_a_comparison_join_into_one_in_order():
     """The exactness section solves one example per unit of work; the parts join as one comparison."""
     def part(exact, seconds):
-        rows = [{"index": i, "solved": True, "certified": e / 2, "exact": e, "refined": e, "refined_ratio": 1.0,
-                 "paper_ratio": 1.0, "certified_ratio": 0.5, "seconds": 1.0, "cpu_seconds": 1.0}
+        rows = [{"index": i, "solved": True, "certified": e / 2, "exact": e, "refined": e, "paper": e,
+                 "refined_ratio": 1.0, "paper_ratio": 1.0, "certified_ratio": 0.5, "seconds": 1.0, "cpu_seconds": 1.0}
                 for i, e in enumerate(exact)]
         return {"rows": rows, "summary": {key: seconds for key in TIMES}, "attack_config": {"method": "LBFGS"}}
 

@@ -36,8 +36,10 @@ class AttackResult:
     unchanged, and ``distortion`` is NaN. ``success`` has been re-verified by a forward pass:
     classified as the target (targeted) or not as the true label (untargeted), and inside the box.
     ``distortion`` is the paper's RMS distortion ``sqrt(sum((x' - x)^2) / n)`` of ``adversarial``;
-    ``distortion_paper`` is the same measure for the paper-faithful minimiser found by the ``c``
-    search, before any refinement (equal to ``distortion`` when there is none). ``target`` is the
+    ``distortion_paper`` is the same measure for the minimiser the ``c`` search found, before any
+    refinement or shrink (equal to ``distortion`` when there is none): the paper's attack where the
+    search is the paper's (``LBFGSConfig.paper()``); the refined configuration's search is shorter and
+    starts differently (see :class:`~intriguing.attacks.LBFGSConfig`). ``target`` is the
     class reached: the requested target in targeted mode, the model's class of ``adversarial`` in
     untargeted mode. ``c`` is the penalty constant of the returned solution (NaN where it has
     none) and ``evaluations`` counts the loss-and-gradient evaluations spent on each example.
