@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from intriguing import cli, zoo
-from intriguing.attacks import gaussian_noise, rescale_perturbation, rms_distortion
+from intriguing.attacks import LBFGSConfig, gaussian_noise, rescale_perturbation, rms_distortion
 from intriguing.errors import IntriguingError
 from intriguing.seeding import random_targets
 
@@ -73,6 +73,16 @@ def test_attack_command_prints_and_records(monkeypatch, tmp_path, mode):
     record = json.loads(out.read_text())
     assert record["target"] == mode and record["summary"]["n"] == len(record["indices"]) <= 4
     assert record["config"]["method"] == "LBFGS" and len(record["per_example"]["distortion"]) == record["summary"]["n"]
+
+
+@pytest.mark.parametrize("flags, config", [([], LBFGSConfig.refined()), (["--no-refine"], LBFGSConfig.paper())])
+def test_attack_command_runs_the_refined_attack_or_the_papers(monkeypatch, tmp_path, flags, config):
+    model = zoo.build("FC10(1e-4)")
+    monkeypatch.setattr(zoo, "trained", lambda *args, **kwargs: zoo.TrainedModel(model.eval(), record=None))
+    out = tmp_path / "attack.json"
+    result = CliRunner().invoke(cli.main, ["attack", "FC10(1e-4)", "--n", "2", *flags, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["config"] == config.to_dict()
 
 
 def test_attack_command_reports_bad_arguments_in_one_line():
