@@ -92,6 +92,8 @@ def test_the_region_search_reads_only_relu_chains_and_matches_their_logits():
                            nn.Dropout(0.5), nn.Linear(5, 3)).eval()
     chain = ReluChain.of(nested, 6, torch.device("cpu"))
     assert chain is not None and chain.hidden == 5
+    logits_after_a_relu = ReluChain.of(nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.ReLU()), 6, torch.device("cpu"))
+    assert logits_after_a_relu is not None and logits_after_a_relu.hidden == 5  # the chain reader adds an identity
     u = torch.rand(10, 6, generator=torch.Generator().manual_seed(0))
     G, h = chain.region(chain.pattern(u), torch.zeros(10, dtype=torch.int64))
     with torch.no_grad():
@@ -101,7 +103,6 @@ def test_the_region_search_reads_only_relu_chains_and_matches_their_logits():
     assert bool((torch.einsum("bkm,bm->bk", G[:, :5], u.double()) >= h[:, :5] - 1e-9).all())  # u is in its region
     refused = [nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.Sigmoid(), nn.Linear(5, 3)),
                nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.ReLU(), nn.Dropout(0.5), nn.Linear(5, 3)).train(),
-               nn.Sequential(nn.Flatten(), nn.Linear(6, 5), nn.ReLU()),  # logits after a ReLU
                nn.Sequential(nn.Flatten(), nn.Linear(7, 3)),  # another input size
                nn.Sequential(nn.Unflatten(1, (1, 6)), nn.Conv1d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)),
                Wrapped(relu_mlp(0, m=6))]  # the same chain, behind a forward the search cannot read

@@ -37,6 +37,8 @@ from torch import nn
 
 from intriguing.attacks.criteria import SAFE_MARGIN, Criterion
 from intriguing.attacks.projection import matvec, project_to_polyhedron
+from intriguing.chains import chain_of
+from intriguing.errors import IntriguingError
 
 FLIPS = 6  # neighbouring regions tried per row and round: across the ReLU hyperplanes closest to the solution
 KEEP = 64  # at most this many half-spaces per QP, the nearest to x (those farther than the best point cannot bind)
@@ -54,23 +56,18 @@ class ReluChain:
 
     @staticmethod
     def of(model: nn.Module, m: int, device: torch.device) -> ReluChain | None:
-        """The chain computing ``model`` on ``m`` flat inputs, or None where ``model`` is not one: an
-        ``nn.Sequential`` (nested ones too) of a leading ``Flatten``, then ``Linear`` layers with a
-        ``ReLU`` between consecutive ones (``Identity`` anywhere, ``Dropout`` in eval mode), ending
-        with a ``Linear`` layer that takes ``m`` inputs first."""
-        layers: list[nn.Module] = []
-        for leaf in _leaves(model):
-            if isinstance(leaf, nn.Identity) or (isinstance(leaf, nn.Dropout) and not leaf.training):
-                continue
-            if isinstance(leaf, nn.Flatten) and not layers:
-                continue
-            layers.append(leaf)
-        linear = layers[::2]
-        if not (len(layers) % 2 and all(type(layer) is nn.Linear for layer in linear)
-                and all(type(layer) is nn.ReLU for layer in layers[1::2]) and linear[0].in_features == m):
+        """The chain computing ``model`` on ``m`` flat inputs, or None where ``model`` is not one: what
+        :func:`~intriguing.chains.chain_of` reads with ReLUs only (the oracles' reader), taking ``m``
+        inputs, with no dropout active (in training mode the model is not one function)."""
+        if any(isinstance(module, nn.Dropout) and module.training for module in model.modules()):
             return None
-        weights = tuple(layer.weight.detach().to(device, torch.float64) for layer in linear)
-        return ReluChain(weights, tuple(_bias(layer).detach().to(device, torch.float64) for layer in linear))
+        try:
+            chain = chain_of(model, allowed=("relu",))
+        except IntriguingError:
+            return None
+        if chain.input_size != m:
+            return None
+        return ReluChain(tuple(w.to(device) for w in chain.weights), tuple(b.to(device) for b in chain.biases))
 
     @property
     def hidden(self) -> int:
@@ -102,15 +99,6 @@ class ReluChain:
         G.append((A[rows, goal][:, None] - A)[others].view(len(goal), k, -1))
         h.append((DELTA - (c[rows, goal][:, None] - c))[others].view(len(goal), k))
         return torch.cat(G, 1), torch.cat(h, 1)
-
-
-def _leaves(model: nn.Module) -> list[nn.Module]:
-    """The modules of a (nested) ``nn.Sequential`` in order; any other model is its own single leaf."""
-    return [leaf for child in model for leaf in _leaves(child)] if type(model) is nn.Sequential else [model]
-
-
-def _bias(layer: nn.Linear) -> torch.Tensor:
-    return layer.bias if layer.bias is not None else layer.weight.new_zeros(layer.out_features)
 
 
 def region_search(model: nn.Module, shape, x: torch.Tensor, start: torch.Tensor, start_sq: torch.Tensor,

@@ -24,7 +24,7 @@ Example::
 from intriguing.oracles.certify import certified_lower_bound
 from intriguing.oracles.lipsdp import LipschitzBound, jacobian_lower_bound, lipsdp, product_bound
 from intriguing.oracles.mip import ExactResult, exact_minimal_distortion
-from intriguing.oracles.network import Chain, chain_of
+from intriguing.chains import Chain, chain_of
 from intriguing.oracles.propagation import Domain, layer_bounds
 
 __all__ = [

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from intriguing.oracles.network import Chain
+from intriguing.chains import Chain
 from intriguing.oracles.propagation import Bounds, Domain, layer_bounds, margin_lower_bounds, split_bounds
 from intriguing.oracles.verify import Verdict, verify
 

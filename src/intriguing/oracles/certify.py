@@ -8,7 +8,7 @@ and the attack's distortion gives the largest radius that bound propagation can 
 
     certified lower  <=  exact minimum (:mod:`~intriguing.oracles.mip`)  <=  attack's distortion.
 
-Works for ReLU and sigmoid chains (:func:`~intriguing.oracles.network.chain_of`).
+Works for ReLU and sigmoid chains (:func:`~intriguing.chains.chain_of`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from intriguing.errors import IntriguingError, check_images, check_labels
-from intriguing.oracles.network import Chain, chain_of, flat_inputs
+from intriguing.chains import Chain, chain_of, flat_inputs
 from intriguing.oracles.propagation import Domain, layer_bounds, margin_lower_bounds
 
 

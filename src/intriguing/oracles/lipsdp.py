@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from intriguing.errors import IntriguingError, check_images
-from intriguing.oracles.network import SLOPES, Chain, chain_of
+from intriguing.chains import SLOPES, Chain, chain_of
 
 try:  # an optional dependency: pip install 'intriguing[oracles]'
     import cvxpy as cp

@@ -30,7 +30,7 @@ from intriguing.errors import IntriguingError, check_images, check_labels
 from intriguing.numerics import subnormals_kept
 from intriguing.oracles.branch import branch_and_bound
 from intriguing.oracles.certify import _upper_l2
-from intriguing.oracles.network import Chain, chain_of, flat_inputs
+from intriguing.chains import Chain, chain_of, flat_inputs
 from intriguing.oracles.propagation import Bounds, Domain, layer_bounds
 
 try:  # an optional dependency: pip install 'intriguing[oracles]'

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from intriguing.errors import IntriguingError
-from intriguing.oracles.network import Chain
+from intriguing.chains import Chain
 
 Bounds = list[tuple[torch.Tensor, torch.Tensor]]  # per hidden layer k: (lower, upper) of z_k
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from intriguing.oracles.network import Chain
+from intriguing.chains import Chain
 from intriguing.oracles.propagation import Bounds, Domain, relaxation
 
 # Neurons split at once per subdomain while the batch has room: a small tree costs one batch per level,

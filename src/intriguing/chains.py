@@ -1,4 +1,5 @@
-"""A model as a chain of affine maps and elementwise activations: the form every oracle reasons about.
+"""A model as a chain of affine maps and elementwise activations: the form every oracle reasons about,
+and the attack's local search over linear regions (:mod:`intriguing.attacks.regions`) too.
 
 Bound propagation (CROWN, Zhang et al. 2018), the big-M mixed-integer program (Tjeng et al. 2019)
 and LipSDP (Fazlyab et al. 2019) all need the network written as
