@@ -56,3 +56,18 @@ def test_first_layer_is_reduced_to_its_rank():
 def test_unsupported_models_are_refused():
     with pytest.raises(IntriguingError, match="model:"):
         lipsdp(nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 2)))
+
+
+def test_scs_keeps_its_tolerances_unless_given_others(monkeypatch):
+    import cvxpy as cp
+
+    from intriguing.oracles.lipsdp import SCS_TOLERANCES
+
+    seen = []
+    solve = cp.Problem.solve
+    monkeypatch.setattr(cp.Problem, "solve", lambda self, **options: seen.append(options) or solve(self, **options))
+    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.Sigmoid(), nn.Linear(4, 2))
+    for options in ({}, {"max_iters": 20_000}, {"eps": 1e-7}):
+        lipsdp(net, solver="SCS", **options)
+    assert seen == [{"solver": "SCS", **SCS_TOLERANCES}, {"solver": "SCS", **SCS_TOLERANCES, "max_iters": 20_000},
+                    {"solver": "SCS", "eps": 1e-7}]

@@ -108,7 +108,7 @@ def lipsdp(model: nn.Module, *, solver: str | None = None, **solver_options) -> 
 
     ``model``: an ``nn.Sequential`` of Flatten/Linear/ReLU/Sigmoid. ``solver``: a cvxpy SDP solver
     (``"CLARABEL"``, interior point, accurate; ``"SCS"``, first order, light on memory, stopped at
-    :data:`SCS_TOLERANCES` unless ``solver_options`` say otherwise, e.g. ``eps_abs=1e-4, eps_rel=1e-4``);
+    :data:`SCS_TOLERANCES` unless ``solver_options`` give tolerances, e.g. ``eps_abs=1e-4, eps_rel=1e-4``);
     ``None`` picks CLARABEL up to :data:`INTERIOR_POINT_MAX_SIZE`, else SCS. A network without
     activations is linear: its constant is the spectral norm.
     Example: ``lipsdp(zoo.trained("FC100-100-10")).value``.
@@ -122,8 +122,8 @@ def lipsdp(model: nn.Module, *, solver: str | None = None, **solver_options) -> 
         return LipschitzBound(value, "spectral norm", "exact", time.perf_counter() - start, 0)
     problem, rho, size = _sdp(chain)
     solver = solver or ("CLARABEL" if size <= INTERIOR_POINT_MAX_SIZE else "SCS")
-    if solver == "SCS" and not solver_options:
-        solver_options = SCS_TOLERANCES
+    if solver == "SCS" and not {"eps", *SCS_TOLERANCES} & set(solver_options):
+        solver_options = {**SCS_TOLERANCES, **solver_options}  # e.g. max_iters alone keeps the tolerances
     try:
         problem.solve(solver=solver, **solver_options)
     except cp.error.SolverError as e:
