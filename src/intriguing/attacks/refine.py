@@ -35,16 +35,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from intriguing.attacks.criteria import SAFE_MARGIN, Criterion
+from intriguing.attacks.criteria import Criterion
 from intriguing.attacks.projection import (
     matvec,
     project_to_halfspace,
     project_to_polyhedron,
 )
-from intriguing.attacks.regions import region_search
+from intriguing.attacks.regions import DELTA, region_search
 
 COMPETITORS = 5  # margins linearised per targeted row: the target against the 5 strongest other classes
-DELTA = 2 * SAFE_MARGIN  # logit margin aimed for; doubled for a row whose last step fell short
 SETTLED = 1e-4  # a step that shrinks no row's squared distance by this fraction ends the refinement
 # A step that fails, and whose margins missed their linearisation by this fraction of the most they could change to
 # first order over the step, ends its row's refinement. Measured at the first step: MNIST FC100-100-10 at most 0.22

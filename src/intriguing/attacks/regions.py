@@ -42,7 +42,7 @@ from intriguing.errors import IntriguingError
 
 FLIPS = 6  # neighbouring regions tried per row and round: across the ReLU hyperplanes closest to the solution
 KEEP = 64  # at most this many half-spaces per QP, the nearest to x (those farther than the best point cannot bind)
-DELTA = 2 * SAFE_MARGIN  # logit margin the QPs aim for, as the refinement's
+DELTA = 2 * SAFE_MARGIN  # logit margin the region QPs and the refinement's steps aim for
 BUDGET = 2**27  # bytes of constraint rows built at once (float64)
 ITERATIONS = 100  # dual Newton steps per QP: dozens of nearly parallel ReLU constraints need more than a few margins
 
