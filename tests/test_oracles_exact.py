@@ -14,11 +14,14 @@ import torch
 from torch import nn
 
 from intriguing import zoo
-from intriguing.attacks import LBFGS
+from intriguing.attacks import LBFGS, LBFGSConfig
+from intriguing.chains import chain_of, flat_inputs
 from intriguing.data import load_mnist
 from intriguing.errors import IntriguingError
 from intriguing.oracles import certified_lower_bound, exact_minimal_distortion
+from intriguing.oracles.branch import _Incumbent, _polish, _Relaxation
 from intriguing.oracles.compare import compare_with_attack
+from intriguing.oracles.propagation import Domain, layer_bounds
 from intriguing.seeding import random_targets
 
 pytest.importorskip("pyscipopt")
@@ -150,6 +153,31 @@ def test_exact_point_with_a_margin_is_classified_as_the_target(mnist_relu):
     with torch.no_grad():
         assert int(model(point).argmax()) == int(target[0])
     assert e.to_dict()["proven"] and "adversarial" not in e.to_dict()
+
+
+def test_the_incumbent_polish_keeps_only_verified_points_and_nears_the_optimum(mnist_relu):
+    """The exact solver polishes its first incumbent with the attack's region search: from the paper-faithful
+    attack's point it ends on a point of the box where the target wins by the margin in float64 through the
+    chain (the guarantee the tree relies on), closer than the start and near the proven optimum."""
+    model, x, target = mnist_relu
+    margin = 1e-3
+    paper = LBFGS(LBFGSConfig.paper())(model, x, target=target).adversarial
+    exact = exact_minimal_distortion(model, x, target, margin=margin, start=paper, time_limit=60)
+    chain = chain_of(model, allowed=("relu",))
+    x0s, starts = flat_inputs(chain, x), flat_inputs(chain, paper)
+    for x0, start, goal, e in zip(x0s, starts, target.tolist(), exact):
+        domain = Domain.l2(x0, float((start - x0).norm()) * 2)
+        incumbent = _Incumbent(chain, _Relaxation(chain, domain, layer_bounds(chain, domain), goal, margin), goal,
+                               margin)
+        incumbent.offer(start.numpy())
+        start_sq = incumbent.sq
+        _polish(incumbent, start, math.inf)
+        point = torch.from_numpy(incumbent.point)
+        logits = chain.logits(point[None])[0]
+        assert float(logits[goal] - torch.cat([logits[:goal], logits[goal + 1:]]).max()) >= margin
+        assert bool(((point >= 0) & (point <= 1)).all())
+        assert incumbent.sq < start_sq and e.proven  # it moved: the paper's points are not optimal here
+        assert math.sqrt(incumbent.sq) <= e.l2 * 1.001, (math.sqrt(incumbent.sq), e.l2, math.sqrt(start_sq))
 
 
 def test_already_the_target_costs_nothing_and_bad_input_is_refused(mnist_relu):

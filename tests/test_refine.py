@@ -15,7 +15,7 @@ from intriguing.attacks import LBFGS, LBFGSConfig, Targeted
 from intriguing.attacks import refine as refine_module
 from intriguing.attacks.projection import project_to_polyhedron
 from intriguing.attacks.refine import refine
-from intriguing.attacks.regions import FLIPS, ITERATIONS, ReluChain, region_search
+from intriguing.attacks.regions import FLIPS, ITERATIONS, ReluChain, region_search, search_regions
 from intriguing.oracles import exact_minimal_distortion
 from intriguing.seeding import random_targets
 
@@ -85,6 +85,28 @@ def test_the_region_search_improves_a_poor_start_to_near_the_optimum_and_verifie
     exact_sq = torch.tensor([e.l2 ** 2 for e in exact])
     assert float((best_sq.double() / exact_sq).sqrt().median()) <= 1.001
     assert float((best_sq / start_sq).median()) < 0.99  # it did move: the paper's points are not optimal here
+
+
+def test_the_region_search_keeps_only_what_its_check_accepts_and_starts_no_round_after_its_deadline():
+    """The search the refined attack and the exact solver's polish share trusts nothing but ``verify``: a check
+    that rejects every candidate leaves each start as it was; past the deadline only the start's region is solved."""
+    model = relu_mlp(7)
+    x, target = problems(model, 12, 12, seed=7)
+    found = LBFGS(LBFGSConfig.paper())(model, x, target=target)
+    flat, start, goal = x.flatten(1)[found.success], found.adversarial.flatten(1)[found.success], target[found.success]
+    start_sq = (start - flat).pow(2).sum(1)
+    chain = ReluChain.of(model, 12, torch.device("cpu"))
+
+    def reject(points, rows):
+        return (points.float() - flat[rows]).pow(2).sum(1), torch.zeros(len(rows), dtype=torch.bool)
+
+    best, best_sq, evaluations = search_regions(chain, flat, start, start_sq, goal, (0.0, 1.0), 8, reject)
+    assert torch.equal(best, start) and torch.equal(best_sq, start_sq)
+    assert int(evaluations.max()) <= 1 + FLIPS  # the start's region and its neighbours, then no winner to move to
+    _, late_sq, late = search_regions(chain, flat, start, start_sq, goal, (0.0, 1.0), 8, lambda points, rows: (
+        (points.float() - flat[rows]).pow(2).sum(1), adversarial(model, points.float().view(-1, 1, 12), goal[rows])),
+        deadline=0.0)
+    assert bool((late == 1).all()) and bool((late_sq <= start_sq).all()) and bool((late_sq < start_sq).any())
 
 
 def test_the_region_search_reads_only_relu_chains_and_matches_their_logits():

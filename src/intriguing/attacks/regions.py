@@ -15,12 +15,13 @@ ended 8-11% above the exact minimum, in regions 2-4 ReLUs away from the optimum'
 
 This phase solves the QP of the refined point's region, then tries the neighbouring regions across
 the ReLU hyperplanes that pass closest to the QP's solution (on them the solution also lies in the
-neighbour, whose own QP may lead further) and moves to the best improvement, round after round:
-the local search the exact solver polishes its incumbent with (:mod:`intriguing.oracles.branch`),
-here batched over rows and candidate regions. On those 20 examples the refined attack then ends
-within 0.01% of the exact optimum on 18, 0.5% and 4% above it on the other two; on 40 further
-examples on 38 within 5%, the other two 8% and 16% above it (in regions 7 and 6 ReLUs away from the
-optimum's: beyond a search by single flips).
+neighbour, whose own QP may lead further) and moves to the best improvement, round after round,
+batched over rows and candidate regions (:func:`search_regions`: the exact solver of
+:mod:`~intriguing.oracles.branch` polishes its incumbent with it too, verifying in float64 through
+its chain). On those 20 examples the refined attack then ends within 0.01% of the exact optimum
+on 18, 0.5% and 4% above it on the other two; on 40 further examples on 38 within 5%, the other two
+8% and 16% above it (in regions 7 and 6 ReLUs away from the optimum's: beyond a search by single
+flips).
 The regions' affine maps come from the weights (matrix products, no model call); each candidate
 point is verified by a forward pass of the model, counted as one evaluation, and kept only if the
 model classifies it as a success and it is closer than the best so far. It applies only to models
@@ -30,6 +31,9 @@ nets); for any other model it returns the starting points unchanged, at no cost.
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +49,8 @@ KEEP = 64  # at most this many half-spaces per QP, the nearest to x (those farth
 DELTA = 2 * SAFE_MARGIN  # logit margin the region QPs and the refinement's steps aim for
 BUDGET = 2**27  # bytes of constraint rows built at once (float64)
 ITERATIONS = 100  # dual Newton steps per QP: dozens of nearly parallel ReLU constraints need more than a few margins
+Box = tuple[float | torch.Tensor, float | torch.Tensor]  # the inputs' bounds: scalars, or per pixel (m,)
+Verify = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]  # (points, rows) -> (sq, ok)
 
 
 @dataclass(frozen=True)
@@ -82,9 +88,10 @@ class ReluChain:
             h = z.clamp_min(0)
         return torch.cat(on, 1) if on else torch.zeros(len(u), 0, dtype=torch.bool, device=u.device)
 
-    def region(self, pattern: torch.Tensor, goal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def region(self, pattern: torch.Tensor, goal: torch.Tensor,
+               delta: float = DELTA) -> tuple[torch.Tensor, torch.Tensor]:
         """The region QP's half-spaces ``G u >= h`` for each row's ``pattern`` (R, hidden) and class ``goal``:
-        the ReLUs' sign constraints, then the margins of ``goal`` over every other class."""
+        the ReLUs' sign constraints, then the margins (at least ``delta``) of ``goal`` over every other class."""
         A, c = self.weights[0].expand(len(pattern), -1, -1), self.biases[0].expand(len(pattern), -1)
         G, h, start = [], [], 0
         for w, b in zip(self.weights[1:], self.biases[1:]):
@@ -97,8 +104,25 @@ class ReluChain:
         rows, k = torch.arange(len(goal), device=goal.device), c.shape[1] - 1
         others = torch.ones_like(c, dtype=torch.bool).scatter_(1, goal[:, None], False)
         G.append((A[rows, goal][:, None] - A)[others].view(len(goal), k, -1))
-        h.append((DELTA - (c[rows, goal][:, None] - c))[others].view(len(goal), k))
+        h.append((delta - (c[rows, goal][:, None] - c))[others].view(len(goal), k))
         return torch.cat(G, 1), torch.cat(h, 1)
+
+    def closest(self, x: torch.Tensor, patterns: torch.Tensor, goal: torch.Tensor, radius: torch.Tensor,
+                bounds: Box, delta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's region QP solution (R, m), float64, for ``x`` (R, m) and its ``patterns``, without the
+        half-spaces that cannot bind within ``radius`` (R,) of ``x`` (:func:`_nearest`), and its distance to
+        every ReLU's hyperplane (R, hidden): a few rows at a time."""
+        width = self.hidden + len(self.biases[-1]) - 1
+        per = max(1, BUDGET // (8 * width * x.shape[1]))
+        points, distances = [], []
+        for part in torch.arange(len(x), device=x.device).split(per):
+            x_part = x[part].double()
+            G, h = self.region(patterns[part], goal[part], delta)
+            u = project_to_polyhedron(x_part, *_nearest(G, h, x_part, radius[part]), *bounds, iterations=ITERATIONS)
+            relu = G[:, :self.hidden]
+            points.append(u)
+            distances.append((matvec(relu, u) - h[:, :self.hidden]).abs() / relu.norm(dim=2))
+        return torch.cat(points), torch.cat(distances)
 
 
 def region_search(model: nn.Module, shape, x: torch.Tensor, start: torch.Tensor, start_sq: torch.Tensor,
@@ -107,52 +131,54 @@ def region_search(model: nn.Module, shape, x: torch.Tensor, start: torch.Tensor,
     """From each row's adversarial ``start`` (finite, positive ``start_sq``): its region's QP, then up to
     ``rounds`` moves to the best neighbouring region. Returns per row the closest verified point, its
     squared distance and the evaluations spent (one forward pass per candidate region)."""
-    best, best_sq = start.clone(), start_sq.clone()
-    evaluations = torch.zeros(len(x), dtype=torch.int64, device=x.device)
     todo = (torch.isfinite(start_sq) & (start_sq > 0)).nonzero().squeeze(1)
     chain = ReluChain.of(model, x.shape[1], x.device) if rounds and len(todo) else None
     if chain is None:
-        return best, best_sq, evaluations
-    search = _Search(model, tuple(shape), chain, criterion, bounds, x, goal, true)
-    rows, patterns = todo, chain.pattern(start[todo])
+        return start.clone(), start_sq.clone(), torch.zeros(len(x), dtype=torch.int64, device=x.device)
+    check = _ModelCheck(model, tuple(shape), criterion, x, true)
+    return search_regions(chain, x, start, start_sq, goal, bounds, rounds, check, rows=todo)
+
+
+def search_regions(chain: ReluChain, x: torch.Tensor, start: torch.Tensor, start_sq: torch.Tensor,
+                   goal: torch.Tensor, bounds: Box, rounds: int, verify: Verify, *, rows: torch.Tensor | None = None,
+                   delta: float = DELTA, deadline: float = math.inf) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The search of :func:`region_search` on ``chain``, for the ``rows`` of ``x`` (default: all) and the
+    squared distances ``start_sq`` of their ``start`` points (inf: none adversarial yet).
+
+    ``verify(points, rows)`` returns each candidate's squared distance (in ``start_sq``'s dtype) and
+    whether it counts as adversarial: only such points are kept, so the result is as trustworthy as
+    ``verify``, whatever the QPs' accuracy. ``delta``: the logit margin the QPs aim for. No round
+    starts after ``deadline`` (``time.perf_counter()``).
+    """
+    best, best_sq = start.clone(), start_sq.clone()
+    evaluations = torch.zeros(len(x), dtype=torch.int64, device=x.device)
+    rows = torch.arange(len(x), device=x.device) if rows is None else rows
+    patterns = chain.pattern(start[rows])
     for step in range(rounds + 1):
-        points, distances = search.solve(rows, patterns, best_sq)
-        sq, ok = search.verify(points, rows)
+        points, distances = chain.closest(x[rows], patterns, goal[rows], best_sq[rows].sqrt(), bounds, delta)
+        sq, ok = verify(points, rows)
         evaluations.index_add_(0, rows, torch.ones_like(rows))
         winner = _best_per_row(rows, torch.where(ok, sq, torch.inf), best_sq)
         best[rows[winner]], best_sq[rows[winner]] = points[winner].to(best.dtype), sq[winner]
         # Round 0 continues from the start's region even without a gain: its neighbours may hold one.
         going = winner if step else torch.arange(len(rows), device=x.device)
         rows, patterns = _neighbours(rows[going], patterns[going], distances[going])
-        if len(rows) == 0:
+        if len(rows) == 0 or time.perf_counter() > deadline:
             break
     return best, best_sq, evaluations
 
 
-class _Search:
-    """The region QPs and the model's verification of their solutions, for rows of one attack."""
+@dataclass(frozen=True)
+class _ModelCheck:
+    """The attack's verification of region QP solutions: a forward pass of the model, as in every search."""
 
-    def __init__(self, model: nn.Module, shape: tuple[int, ...], chain: ReluChain, criterion: Criterion,
-                 bounds: tuple[float, float], x: torch.Tensor, goal: torch.Tensor, true: torch.Tensor):
-        self.model, self.shape, self.chain, self.criterion = model, shape, chain, criterion
-        self.bounds, self.x, self.goal, self.true = bounds, x, goal, true
+    model: nn.Module
+    shape: tuple[int, ...]
+    criterion: Criterion
+    x: torch.Tensor
+    true: torch.Tensor
 
-    def solve(self, rows: torch.Tensor, patterns: torch.Tensor, best_sq: torch.Tensor):
-        """Each candidate's QP solution (C, m) and its distance to every ReLU's hyperplane (C, hidden)."""
-        width = self.chain.hidden + len(self.chain.biases[-1]) - 1
-        per = max(1, BUDGET // (8 * width * self.x.shape[1]))
-        points, distances = [], []
-        for part in torch.arange(len(rows), device=rows.device).split(per):
-            r = rows[part]
-            x = self.x[r].double()
-            G, h = self.chain.region(patterns[part], self.goal[r])
-            u = project_to_polyhedron(x, *_nearest(G, h, x, best_sq[r].sqrt()), *self.bounds, iterations=ITERATIONS)
-            relu = G[:, :self.chain.hidden]
-            points.append(u)
-            distances.append((matvec(relu, u) - h[:, :self.chain.hidden]).abs() / relu.norm(dim=2))
-        return torch.cat(points), torch.cat(distances)
-
-    def verify(self, points: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, points: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Squared distances and whether the model counts each point as a success."""
         u = points.to(self.x.dtype)
         with torch.no_grad():

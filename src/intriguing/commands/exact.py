@@ -6,7 +6,7 @@ import click
 import torch
 
 from intriguing import data, records, zoo
-from intriguing.commands.options import data_dir_option, on_option, seed_option
+from intriguing.commands.options import data_dir_option, on_option, seed_option, split_option
 from intriguing.errors import IntriguingError
 from intriguing.oracles.compare import compare_with_attack
 from intriguing.seeding import random_targets
@@ -16,8 +16,7 @@ from intriguing.seeding import random_targets
 @click.argument("name")
 @click.option("--n", "n", type=int, default=20, show_default=True,
               help="Solve the first N examples of the split that the model classifies correctly.")
-@click.option("--split", type=click.Choice(list(data.SPLITS)), default="test", show_default=True,
-              help="Split the examples come from.")
+@split_option
 @click.option("--time-limit", type=float, default=60.0, show_default=True, help="Seconds per exact problem.")
 @click.option("--solver", type=click.Choice(["bnb", "scip"]), default="bnb", show_default=True,
               help="bnb: branch and bound with exact QP bounds (fast); scip: the big-M MIQP in SCIP.")

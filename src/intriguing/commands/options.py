@@ -108,9 +108,9 @@ def model_options(several: bool = False):
 data_option = click.option(
     "--data", type=click.Path(exists=True, path_type=str), default=None,
     help="Images: a folder with one subfolder per class (or a labels.csv of filename,label), or a .npz of "
-         "images and labels; default: MNIST (--data-dir).",
+         "images and labels; default: MNIST (--split, --data-dir).",
 )
 split_option = click.option(
     "--split", type=click.Choice(list(data.SPLITS)), default="test", show_default=True,
-    help="MNIST split the examples come from when no --data is given.",
+    help="MNIST split the examples come from.",
 )

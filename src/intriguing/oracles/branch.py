@@ -12,7 +12,7 @@ relative ``gap`` of the smallest open bound: the same MIP, solved with exact nod
 Before its QP, every node is re-bounded by CROWN with its splits over the ball of the incumbent's
 radius (as BaBSR and beta-CROWN do, Bunel et al. 2020, Wang et al. 2021): later layers' triangles
 tighten and nodes where another class provably wins are pruned without a QP. The incumbent starts
-at the attack's point and is polished by region QPs (:meth:`_Incumbent.polish`).
+at the attack's point and is polished by the attack's search over linear regions (:func:`_polish`).
 """
 
 from __future__ import annotations
@@ -27,12 +27,15 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from intriguing.attacks.regions import ReluChain, search_regions
 from intriguing.chains import Chain
 from intriguing.oracles.propagation import Bounds, Domain, layer_bounds, margin_lower_bounds, split_bounds
 from intriguing.oracles.verify import Verdict, verify
 
 _SOLVED = {clarabel.SolverStatus.Solved, clarabel.SolverStatus.AlmostSolved}
 ACTIVE, INACTIVE, OPEN = 1, -1, 0
+POLISH_ROUNDS = 4  # moves to a neighbouring region in the incumbent's polish
+POLISH_MARGIN = 1e-6  # logits: the polish's QPs aim this far above the checked margin, beyond their tolerance
 
 
 @dataclass
@@ -220,7 +223,7 @@ def branch_and_bound(chain: Chain, domain: Domain, hidden: Bounds, target: int, 
     incumbent = _Incumbent(chain, relax, target, margin - tolerance)
     if start is not None:
         incumbent.offer(start.numpy())
-        incumbent.polish(start.numpy(), began + 0.1 * time_limit)
+        _polish(incumbent, start, began + 0.1 * time_limit)
     if tighten and domain.radius < math.inf:
         relax.tighten(min(domain.radius, math.sqrt(incumbent.sq)), deadline=began + tighten * time_limit)
     if verify_share and incumbent.point is not None:
@@ -285,7 +288,7 @@ def _prove(chain: Chain, relax: _Relaxation, incumbent: _Incumbent, target: int,
 
 
 class _Incumbent:
-    """The best adversarial point known and a local search that improves it."""
+    """The best adversarial point known: the closest offered point that passes :meth:`check`."""
 
     def __init__(self, chain: Chain, relax: _Relaxation, target: int, margin: float):
         self.chain, self.relax, self.target, self.margin = chain, relax, target, margin
@@ -295,45 +298,37 @@ class _Incumbent:
     def offer(self, x: np.ndarray) -> bool:
         """Keep ``x`` (clipped to the box) if the target wins there and it is closer than the incumbent."""
         x = np.clip(x, self.low, self.high)
-        sq = float(((x - self.relax.x0) ** 2).sum())
-        if sq < self.sq and _wins(self.chain, x, self.target, self.margin):
-            self.sq, self.point = sq, x
+        sq, wins = self.check(torch.from_numpy(x)[None])
+        if float(sq) < self.sq and bool(wins):
+            self.sq, self.point = float(sq), x
             return True
         return False
 
-    def polish(self, x: np.ndarray, deadline: float, rounds: int = 4, flips: int = 6) -> None:
-        """Local search over linear regions: the closest point of ``x``'s region (a convex QP), then of its neighbours.
+    def check(self, points: torch.Tensor, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Squared distances of ``points`` (N, m) to ``x0`` and whether the target wins there by the margin,
+        in float64 through the chain: the region search's verification (``rows``: one problem, unused)."""
+        logits = self.chain.logits(points)
+        others = logits.clone()
+        others[:, self.target] = -torch.inf
+        return (points - self.relax.domain.x0).pow(2).sum(1), logits[:, self.target] - others.amax(1) >= self.margin
 
-        Inside one activation pattern the network is affine, so the closest target point there is a
-        QP. The optimum of the whole problem lies in some region's closure; the attack's point is
-        usually in (or next to) it, so the region QP and a few flips of the neurons its solution
-        leaves at zero reach the optimum far sooner than the tree would.
-        """
-        pattern = self._pattern(x)
-        for _ in range(rounds):
-            solved = self.relax.solve(pattern)
-            if solved is None or time.perf_counter() > deadline:
-                return
-            z = [solved[1][idx] for idx in self.relax.lay.z]
-            self.offer(solved[1][: self.relax.lay.m])
-            tight = sorted((abs(zk[j]), k, j) for k, zk in enumerate(z)
-                           for j in np.flatnonzero((self.relax.hidden[k][0] < 0) & (self.relax.hidden[k][1] > 0)))[:flips]
-            best, improved = None, False
-            for _, k, j in tight:
-                trial = [p.copy() for p in pattern]
-                trial[k][j] = -trial[k][j]
-                found = self.relax.solve(trial)
-                if found is not None and self.offer(found[1][: self.relax.lay.m]):
-                    best, improved = trial, True
-                if time.perf_counter() > deadline:
-                    return
-            if not improved:
-                return
-            pattern = best
 
-    def _pattern(self, x: np.ndarray) -> list[np.ndarray]:
-        pre = self.chain.pre_activations(torch.from_numpy(np.asarray(x, dtype=np.float64))[None])[:-1]
-        return [np.where(z[0].numpy() > 0, ACTIVE, INACTIVE).astype(np.int8) for z in pre]
+def _polish(incumbent: _Incumbent, start: torch.Tensor, deadline: float) -> None:
+    """Improve the incumbent by the attack's local search over linear regions from ``start``
+    (:func:`~intriguing.attacks.regions.search_regions`), verified by :meth:`_Incumbent.check`.
+
+    Inside one activation pattern the network is affine, so the closest target point there is a
+    QP (Eq. 1 restricted to the region). The optimum of the whole problem lies in some region's
+    closure; the attack's point is usually in (or next to) it, so the region QP and a few flips of
+    the ReLUs nearest its solution reach the optimum far sooner than the tree would. The QPs aim
+    for ``POLISH_MARGIN`` above the margin so that their solutions pass the float64 check.
+    """
+    chain, domain = incumbent.chain, incumbent.relax.domain
+    best, _, _ = search_regions(ReluChain(chain.weights, chain.biases), domain.x0[None], start.double()[None],
+                                torch.tensor([incumbent.sq], dtype=torch.float64), torch.tensor([incumbent.target]),
+                                (domain.low, domain.high), POLISH_ROUNDS, incumbent.check,
+                                delta=incumbent.margin + POLISH_MARGIN, deadline=deadline)
+    incumbent.offer(best[0].numpy())
 
 
 def _branching_neuron(violations: list[np.ndarray], tolerance: float) -> tuple[int, int] | None:
@@ -344,8 +339,3 @@ def _branching_neuron(violations: list[np.ndarray], tolerance: float) -> tuple[i
             best, where = float(gaps.max()), (k, int(np.argmax(gaps)))
     return where
 
-
-def _wins(chain: Chain, x: np.ndarray, target: int, margin: float) -> bool:
-    logits = chain.logits(torch.from_numpy(np.asarray(x, dtype=np.float64))[None])[0]
-    others = torch.cat([logits[:target], logits[target + 1:]])
-    return bool(logits[target] - others.max() >= margin)
