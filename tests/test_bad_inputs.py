@@ -398,3 +398,23 @@ def test_attack_says_when_it_has_fewer_examples_than_asked(tmp_path):
     assert done.exit_code == 0 and "Traceback" not in done.output, done.output
     note = [line for line in done.output.splitlines() if line.startswith("note:")]
     assert len(note) == 1 and "--n 999999999 asks for more examples than the" in note[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where not even root can create files")
+@pytest.mark.parametrize("option, path", [("--save", "/proc/intriguing-test"), ("--out", "/proc/intriguing-test.json")])
+def test_attack_output_where_no_file_can_be_created_fails_before_any_work(option, path, no_work):
+    """A bug: as root, os.access calls /proc writable, and the attack ended in a FileNotFoundError traceback."""
+    line = one_line(invoke("attack", "FC10(1e-4)", "--n", "1", option, path))
+    assert line.startswith("error: ") and "/proc" in line and "cannot create files" in line
+
+
+def test_a_file_system_error_while_writing_is_one_line(tmp_path, monkeypatch):
+    """Whatever the check could not foresee (a full disk, a folder removed meanwhile) still ends in one line."""
+    from intriguing import records
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(records.os, "fsync", full)
+    with pytest.raises(IntriguingError, match=r"cannot write .*r\.json: No space left on device"):
+        records.write_json(tmp_path / "r.json", {"a": 1})
+    assert list(tmp_path.iterdir()) == []

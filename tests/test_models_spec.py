@@ -94,7 +94,7 @@ def test_unknown_name_suggests_close_matches_and_the_factory_form():
 
 
 @pytest.mark.parametrize("factory, message", [
-    ("missing", r"unknown factory in .*'missing'.*small"),
+    ("missing", r"unknown factory 'missing' in .*my_models.py: .*known factories in .*my_models.py: broken, not_a_module, small$"),
     ("not_a_module", "returned int, expected a torch.nn.Module"),
     ("broken", r"broken\(\) failed: RuntimeError: boom"),
 ])
@@ -120,6 +120,18 @@ def test_unknown_input_size_asks_for_size(tmp_path):
         resolve_model(f"{path}:net")
     assert resolve_model(f"{path}:net", size=6).input_shape == (3, 6, 6)
     assert resolve_model(f"{path}:net", size=(6, 9)).input_shape == (3, 6, 9)
+
+
+def test_a_flat_network_takes_its_channels_from_its_first_linear_layer(tmp_path):
+    """A bug: an MLP factory with --size 28 was told to pass a size (it could not count channels)."""
+    path = tmp_path / "mlp.py"
+    path.write_text("from torch import nn\n"
+                    "def net():\n    return nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 5, 3))\n")
+    assert resolve_model(f"{path}:net", size=(4, 5)).input_shape == (2, 4, 5)
+    with pytest.raises(IntriguingError, match="cannot tell its input size; pass size="):
+        resolve_model(f"{path}:net")
+    with pytest.raises(IntriguingError, match=r"its first layer takes 40 values, not a whole number of 3x3 images"):
+        resolve_model(f"{path}:net", size=3)
 
 
 def test_wrong_size_for_the_network_is_one_clear_error():
@@ -196,11 +208,13 @@ def test_preprocessing_resizes_and_crops(factory_file):
 @pytest.mark.parametrize("kwargs, message", [
     ({"std": [0.0, 1.0, 1.0]}, "std: expected positive"),
     ({"mean": [0.1, 0.2]}, "mean: expected 1 or 3 values"),
+    ({"mean": [0.1, 0.2], "size": 8, "model": "FC10(1e-4)"}, r"mean: expected 1 value \(the model has 1 channel\), got 2"),
     ({"size": 0}, "size: expected a positive size"),
 ])
 def test_bad_preprocessing_arguments(factory_file, kwargs, message):
+    model = kwargs.pop("model", f"{factory_file}:small")
     with pytest.raises(IntriguingError, match=message):
-        resolve_model(f"{factory_file}:small", **kwargs)
+        resolve_model(model, untrained=True, **kwargs)
 
 
 # --- class names --------------------------------------------------------------------------------

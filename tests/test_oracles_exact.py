@@ -211,3 +211,20 @@ def test_a_caller_that_flushes_subnormals_still_gets_the_exact_answer():
         assert numerics.flushing()  # the caller's setting is restored
     finally:
         torch.set_flush_denormal(before)
+
+
+@pytest.mark.parametrize("solver", ["bnb", "scip"])
+def test_a_network_without_hidden_layers_is_the_linear_qp(solver):
+    """A bug: softmax regression (no ReLU) crashed the branch and bound with 'blocks must be 2-D'.
+    Its exact problem is the QP that :func:`~intriguing.attacks.exact_linear` solves."""
+    from intriguing.attacks import exact_linear
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 4)).eval()
+    x = torch.rand(3, 12)
+    with torch.no_grad():
+        target = (model(x).argmax(1) + 1) % 4
+    found = exact_linear(model, x, target)  # its margin of 1e-4 logits moves the distance by ~1e-5 here
+    exact = exact_minimal_distortion(model, x, target, solver=solver)
+    assert all(e.status == "optimal" for e in exact)
+    assert torch.allclose(torch.tensor([e.rms for e in exact], dtype=torch.float64), found.distortion.double(), rtol=1e-3)

@@ -16,13 +16,15 @@ class IntriguingError(ValueError):
     """Bad input or a bad file: the message alone tells the user what to change."""
 
 
-def unknown_name_error(kind: str, name: str, known: Iterable[str]) -> IntriguingError:
-    """An error for a name missing from a registry, listing the close matches."""
+def unknown_name_error(kind: str, name: str, known: Iterable[str], *, plural: str | None = None,
+                       where: str = "") -> IntriguingError:
+    """An error for a name missing from a registry, listing the close matches: ``unknown {kind} {name}{where}:
+    ... known {plural}{where}: ...`` (``plural`` defaults to ``kind + "s"``; ``where``, e.g. " in file.py")."""
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=3, cutoff=0.4)
     hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
     return IntriguingError(
-        f"unknown {kind} {name!r}: {hint}known {kind}s: {', '.join(known)}"
+        f"unknown {kind} {name!r}{where}: {hint}known {plural or kind + 's'}{where}: {', '.join(known)}"
     )
 
 

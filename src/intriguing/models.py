@@ -207,8 +207,9 @@ def _from_factory(spec: str) -> tuple[nn.Module, tuple[int, ...] | None]:
     module = _import_module(module_name)
     factory = getattr(module, factory_name, None)
     if not callable(factory):
-        known = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")]
-        raise unknown_name_error(f"factory in {module_name}", factory_name, known)
+        known = [k for k, v in vars(module).items()  # the module's own callables, not what it imports
+                 if callable(v) and not k.startswith("_") and getattr(v, "__module__", None) == module.__name__]
+        raise unknown_name_error("factory", factory_name, known, plural="factories", where=f" in {module_name}")
     try:
         network = factory()
     except Exception as e:  # noqa: BLE001
@@ -248,20 +249,30 @@ def _input_shape(network: nn.Module, known: tuple | None, size, crop, spec: str)
     shape or the first convolution."""
     full = known is not None and len(known) == 3
     hw = size_pair(size, "size") or size_pair(crop, "crop") or (tuple(known[-2:]) if full else None)
-    channels = known[0] if full else _first_conv_channels(network)
-    if hw is None or channels is None:
+    if hw is None:
         raise IntriguingError(
             f"model {spec!r}: cannot tell its input size; pass size= (--size H or HxW), "
             "or define INPUT_SHAPE = (C, H, W) in the factory's module"
         )
+    channels = known[0] if full else _first_layer_channels(network, hw, spec)
     return (int(channels), int(hw[0]), int(hw[1]))
 
 
-def _first_conv_channels(network: nn.Module) -> int | None:
+def _first_layer_channels(network: nn.Module, hw: tuple[int, int], spec: str) -> int:
+    """The input channels of the first convolution, or of a flat network's first ``Linear`` (its inputs
+    divided by ``H * W``): the only number of channels with which images of size ``hw`` fit."""
     for module in network.modules():
         if isinstance(module, nn.Conv2d):
             return module.in_channels
-    return None
+        if isinstance(module, nn.Linear):
+            channels, rest = divmod(module.in_features, hw[0] * hw[1])
+            if rest or not channels:
+                raise IntriguingError(
+                    f"model {spec!r}: its first layer takes {module.in_features} values, not a whole number of "
+                    f"{hw[0]}x{hw[1]} images; pass the size it was trained at (--size H or HxW)")
+            return channels
+    raise IntriguingError(f"model {spec!r}: cannot tell its input channels; define INPUT_SHAPE = (C, H, W) in the "
+                          "factory's module")
 
 
 def _class_names(classes, num_classes: int, spec: str) -> list[str]:
@@ -322,7 +333,9 @@ def resolve_model(spec: str, *, weights: str | os.PathLike | None = None, mean: 
     mean_v, std_v = channel_vector(mean, "mean"), channel_vector(std, "std")
     for name, vector in (("mean", mean_v), ("std", std_v)):
         if vector is not None and len(vector) not in (1, input_shape[0]):
-            raise IntriguingError(f"{name}: expected 1 or {input_shape[0]} values (one per channel), got {len(vector)}")
+            expected = "1 value (the model has 1 channel)" if input_shape[0] == 1 else \
+                f"1 or {input_shape[0]} values (one per channel)"
+            raise IntriguingError(f"{name}: expected {expected}, got {len(vector)}")
     resize = None if resize is None else int(resize)
     model = Preprocessed(network, input_shape[1:], mean, std, resize, size_pair(crop, "crop")).to(target).eval()
     num_classes = _count_classes(model, input_shape, spec, target)

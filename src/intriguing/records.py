@@ -52,10 +52,17 @@ def _umask() -> int:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename).
+
+    A file-system error (no space left, a folder removed meanwhile) is one :class:`IntriguingError`
+    naming the file; the temporary file is removed and ``path`` keeps its old content.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise IntriguingError(f"cannot write {path}: {e.strerror or e}; choose a folder you can write to") from None
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary, shareable files
         with os.fdopen(fd, "wb") as f:
@@ -63,8 +70,10 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise IntriguingError(f"cannot write {path}: {e.strerror or e}") from None
         raise
 
 
@@ -76,9 +85,19 @@ def check_writable(folder: str | os.PathLike, what: str) -> Path:
         probe = probe.parent
     if not probe.is_dir():
         raise IntriguingError(f"{what} {path}: {probe} is a file, not a folder; choose another path")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise IntriguingError(f"{what} {path}: {probe} is not writable; choose a folder you can write to")
+    if not os.access(probe, os.W_OK | os.X_OK) or not _can_create_in(probe):
+        raise IntriguingError(f"{what} {path}: cannot create files in {probe}; choose a folder you can write to")
     return path
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can be created in ``folder``: what ``os.access`` cannot tell for root, or on
+    file systems such as ``/proc`` or a read-only mount."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -73,7 +73,7 @@ class _Relaxation:
         self.target, self.margin_slack = target, -margin + 1e-9  # prune when max_j (logit_j - logit_t) > -margin
         self.lay = lay = _Layout(chain)
         self.x0 = domain.x0.numpy()
-        eq_rows, eq_rhs = [], []  # z_k - W_k h_{k-1} = b_k
+        eq_rows, eq_rhs = [sp.csr_matrix((0, lay.size))], [np.zeros(0)]  # z_k - W_k h_{k-1} = b_k (none: a linear model)
         previous = np.arange(lay.m)
         for k, (w, b) in enumerate(zip(chain.weights[:-1], chain.biases[:-1])):
             block = sp.lil_matrix((w.shape[0], lay.size))
