@@ -169,6 +169,14 @@ def test_cli_reports_an_unknown_layer_in_one_line():
     assert result.output.strip().count("\n") == 0 and "did you mean 'features'" in result.output
 
 
+def test_cli_without_a_layer_lists_the_models_layers_in_one_line(tmp_path):
+    """Issue 13 asks for the layer names when --layer is missing; click used to say only 'Missing option'."""
+    result = CliRunner().invoke(main, ["units", "ConvNet"])
+    assert result.exit_code == 2 and result.output.strip().count("\n") == 0, result.output
+    assert "which layer? give --layer NAME, one of the model's layers: conv1, " in result.output
+    assert "features" in result.output
+
+
 def test_layer_activations_flatten_convolutions_and_keep_the_mode():
     model = zoo.build("ConvNet").train()
     images = block_images(per_class=1)[0]

@@ -11,7 +11,13 @@ from torch import nn
 
 from intriguing import records, units, zoo
 from intriguing.commands.inputs import load_data
-from intriguing.commands.options import data_dir_option, data_option, model_options, seed_option
+from intriguing.commands.options import (
+    data_dir_option,
+    data_option,
+    model_options,
+    seed_option,
+)
+from intriguing.errors import IntriguingError
 from intriguing.models import resolve_model
 from intriguing.records import check_writable
 from intriguing.report.figures.units import save_grid, save_purity_distributions
@@ -59,8 +65,8 @@ def format_study(study: units.UnitStudy) -> list[str]:
 @click.command("units")
 @click.argument("model")
 @model_options()
-@click.option("--layer", required=True,
-              help="Module name in the model (e.g. 'h1' or 'features'); a wrong name lists the valid ones.")
+@click.option("--layer", default=None,
+              help="Module name in the model (e.g. 'h1' or 'features'); a missing or wrong name lists the valid ones.")
 @click.option("--k", type=click.IntRange(min=1), default=8, show_default=True, help="Top images per direction.")
 @click.option("--directions", type=click.IntRange(min=1), default=200, show_default=True,
               help="Random directions drawn per law (each is also used with the opposite sign).")
@@ -82,9 +88,9 @@ def command(model: str, model_options: dict, layer: str, k: int, directions: int
     if out is not None:
         check_writable(out, "--out folder")
     if model in zoo.names():
-        units.find_layer(zoo.build(model), layer)  # a wrong layer name fails now, not after training
+        _check_layer(zoo.build(model), layer)  # a wrong layer name fails now, not after training
     loaded = resolve_model(model, **model_options, seed=seed, data_dir=data_dir)
-    units.find_layer(loaded.network, layer)  # the error lists the network's own layer names
+    _check_layer(loaded.network, layer)  # the error lists the network's own layer names
     dataset = load_data(loaded, data, split="test", data_dir=data_dir)
     name = Path(model).name
     out = out or Path("runs") / "units" / f"{units.slug(name, layer)}-s{seed}"
@@ -94,3 +100,11 @@ def command(model: str, model_options: dict, layer: str, k: int, directions: int
         click.echo(line)
     click.echo(f"wrote {out / 'units.json'}, {out / 'grid.png'}, {out / 'purity.png'} "
                f"[{time.perf_counter() - start:.1f}s]")
+
+
+def _check_layer(network: nn.Module, layer: str | None) -> None:
+    """Fail in one line, listing ``network``'s layers, when ``layer`` is missing or not one of them."""
+    if layer is None:
+        names = [name for name, _ in network.named_modules() if name]
+        raise IntriguingError(f"which layer? give --layer NAME, one of the model's layers: {', '.join(names)}")
+    units.find_layer(network, layer)
