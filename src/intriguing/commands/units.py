@@ -11,12 +11,7 @@ from torch import nn
 
 from intriguing import records, units, zoo
 from intriguing.commands.inputs import load_data
-from intriguing.commands.options import (
-    data_dir_option,
-    data_option,
-    model_options,
-    seed_option,
-)
+from intriguing.commands.options import data_dir_option, data_option, model_options, seed_option
 from intriguing.errors import IntriguingError
 from intriguing.models import resolve_model
 from intriguing.records import check_writable
