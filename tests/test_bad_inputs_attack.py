@@ -93,3 +93,16 @@ def test_inputs_that_do_not_fit_the_model_name_both_shapes(make_model, shape, ex
         message = error_of(call)
         assert message.startswith(f"x: the model cannot take inputs shaped {shape} (")
         assert expected in message
+
+
+def test_inputs_that_require_grad_are_attacked_without_a_warning():
+    """A bug: checking the range of such inputs warned 'Converting a tensor with requires_grad=True to a scalar'."""
+    import warnings
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    x = torch.rand(4, 1, 4, 4).requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = LBFGS()(model, x, target=torch.tensor([1, 0, 0, 0]))
+    assert result.success_rate == 1.0

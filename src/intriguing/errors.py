@@ -48,7 +48,7 @@ def check_images(x: torch.Tensor, name: str = "x", bounds: tuple[float, float] =
     if not torch.isfinite(x).all():
         raise IntriguingError(f"{name}: contains NaN or infinite values")
     lo, hi = bounds
-    xmin, xmax = float(x.min()), float(x.max())
+    xmin, xmax = float(x.detach().min()), float(x.detach().max())  # no warning for inputs that require grad
     if xmin < lo or xmax > hi:
         raise IntriguingError(
             f"{name}: values must lie in [{lo}, {hi}], got range [{xmin:.4g}, {xmax:.4g}]; "
