@@ -159,6 +159,14 @@ class Payload:
         return (print, ("this must never run",))
 
 
+def test_weights_that_are_no_weights_file_are_not_called_a_damaged_checkpoint(factory_file):
+    """A bug: --weights my_models.py said 'damaged checkpoint ...; delete it': advice to delete the user's code."""
+    with pytest.raises(IntriguingError, match=r"my_models.py: not a weights file; give a .safetensors file or a "
+                                              r"\.pt/\.pth state dict") as info:
+        resolve_model(f"{factory_file}:small", weights=factory_file)
+    assert "delete" not in str(info.value)
+
+
 def test_pickled_objects_are_refused_without_running_them(factory_file, tmp_path, capsys):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:

@@ -132,6 +132,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor] | str:
     if not path.is_file():
         raise IntriguingError(f"{path}: no such weights file")
     if path.suffix not in STATE_DICT_SUFFIXES:
+        # e.g. the model's .py file given by mistake: not a "damaged checkpoint", and not one to delete
+        if path.suffix != ".safetensors" and not _is_safetensors(path):
+            raise IntriguingError(f"{path}: not a weights file; give a .safetensors file or a .pt/.pth state dict "
+                                  "(torch.save(model.state_dict(), path))")
         return str(path)
     try:
         with warnings.catch_warnings():  # the refusal below explains itself; torch's warnings would not
@@ -144,6 +148,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor] | str:
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         ) from None
     return _tensors_only(state, path)
+
+
+def _is_safetensors(path: Path) -> bool:
+    """Whether ``path`` starts like a safetensors file: an 8-byte little-endian header length, then a
+    JSON header opening with ``{``. A damaged body is still reported as a damaged checkpoint later."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and int.from_bytes(head[:8], "little") <= path.stat().st_size and head[8:9] == b"{"
 
 
 def _tensors_only(state: Any, path: Path) -> dict[str, torch.Tensor]:
