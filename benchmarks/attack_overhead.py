@@ -10,7 +10,11 @@ Times are process CPU times (steadier than wall-clock on a shared machine; one t
 a quiet one): (a) is the median of many short passes, (b) the best of ``--repeat`` attacks.
 
 It prints both and their ratio: the attack's bookkeeping (line search, ``c`` search, memory,
-projections) is the ratio minus one. The goal is a ratio of at most 3.
+projections) is the ratio minus one. The goal is a ratio of at most 3. It also splits (b) by phase
+(:mod:`~intriguing.attacks.lbfgs` runs the ``c`` search, then ``refine``, then ``shrink``): each phase's
+evaluations, its CPU time per evaluation of its own, and its share of the ratio (its time over every
+evaluation of the attack, in units of (a)); the shares add up to the ratio less the time spent outside
+the three phases (input checks, the final re-verification).
 
 (c) a floor for (b), per example: the two passes over the L-BFGS history that every iteration needs
     (:mod:`~intriguing.attacks.memory`: ``[s, y, q] . [S; Y]`` and ``[S; Y]^T coef``, batch 512,
@@ -29,7 +33,9 @@ default ``LBFGS()``, c search then refinement), ``paper`` (Tables 1-4: the c sea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -37,6 +43,7 @@ from torch.nn import functional as F
 
 from intriguing import data, zoo
 from intriguing.attacks import LBFGS, LBFGSConfig
+from intriguing.attacks import lbfgs as lbfgs_module
 from intriguing.checkpoint import load_weights, read_state_dict
 
 
@@ -91,19 +98,54 @@ def history_seconds_per_example(m: int, memory: int = 10, batch: int = 512, repe
     return sorted(times[1:])[repeat // 2] / batch
 
 
+PHASES = {"c search": ("CSearch", "run"), "refine": (None, "refine"), "shrink": (None, "shrink")}
+
+
+@contextlib.contextmanager
+def phase_timer(spent: dict[str, list[float]]) -> Iterator[None]:
+    """Time the attack's phases where :mod:`~intriguing.attacks.lbfgs` calls them (``CSearch.run``,
+    ``refine``, ``shrink``): ``spent[phase]`` collects [CPU seconds, evaluations] while inside."""
+
+    def timed(phase, call):
+        def wrapper(*args, **kwargs):
+            start = time.process_time()
+            outcome = call(*args, **kwargs)
+            spent.setdefault(phase, [0.0, 0])
+            spent[phase][0] += time.process_time() - start
+            spent[phase][1] += int(outcome.evaluations.sum())
+            return outcome
+        return wrapper
+
+    patched = []
+    for phase, (owner, name) in PHASES.items():
+        target = getattr(lbfgs_module, owner) if owner else lbfgs_module
+        patched.append((target, name, getattr(target, name)))
+        setattr(target, name, timed(phase, getattr(target, name)))
+    try:
+        yield
+    finally:
+        for target, name, original in patched:
+            setattr(target, name, original)
+
+
 def attack_seconds_per_evaluation(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
                                   repeat: int, batch_size: int = 512,
-                                  config: str = "refined") -> tuple[float, float, float]:
-    """The attack's CPU seconds per example-evaluation (best of ``repeat``), mean evaluations, median distortion."""
+                                  config: str = "refined") -> tuple[float, float, float, dict[str, list[float]]]:
+    """The attack's CPU seconds per example-evaluation (best of ``repeat``), mean evaluations, median
+    distortion, and that best run's [CPU seconds, evaluations] per phase."""
     attack = LBFGS(getattr(LBFGSConfig, config)(batch_size=batch_size))
     attack(model, x[:64], target=targets[:64])  # warm-up
-    best, result = float("inf"), None
+    best, result, phases = float("inf"), None, {}
     for _ in range(repeat):
-        start = time.process_time()
-        result = attack(model, x, target=targets)
-        best = min(best, time.process_time() - start)
+        spent: dict[str, list[float]] = {}
+        with phase_timer(spent):
+            start = time.process_time()
+            result = attack(model, x, target=targets)
+            seconds = time.process_time() - start
+        if seconds < best:
+            best, phases = seconds, spent
     evaluations = int(result.evaluations.sum())
-    return best / evaluations, evaluations / len(x), float(result.distortion.nanmedian())
+    return best / evaluations, evaluations / len(x), float(result.distortion.nanmedian()), phases
 
 
 def main() -> None:
@@ -140,10 +182,14 @@ def main() -> None:
           f"example; (a) + (c) = {(plain + passes) / plain:.1f} x (a)")
     for config in args.config or ["refined"]:
         for batch_size in args.batch_size or [512]:
-            per_eval, mean_evals, median = attack_seconds_per_evaluation(model, x, targets, args.repeat, batch_size,
-                                                                         config)
+            per_eval, mean_evals, median, phases = attack_seconds_per_evaluation(model, x, targets, args.repeat,
+                                                                                 batch_size, config)
             print(f"(b) attack LBFGS(LBFGSConfig.{config}(batch_size={batch_size})): {mean_evals:.1f} evaluations "
                   f"per example, median distortion {median:.6f}, {1e6 * per_eval:8.1f} us per evaluation")
+            total = sum(evaluations for _, evaluations in phases.values())
+            print("    by phase: " + "; ".join(
+                f"{phase} {evaluations} evaluations, {1e6 * seconds / max(evaluations, 1):.1f} us each, "
+                f"{seconds / total / plain:.1f} of the ratio" for phase, (seconds, evaluations) in phases.items()))
             print(f"ratio (b) / (a): {per_eval / plain:.1f}  (goal <= 3)", flush=True)
 
 

@@ -97,3 +97,20 @@ def test_only_a_solve_started_adversarial_is_ended_when_its_margin_is_lost():
         lost = search._lost(accepted, margin)
         assert lost.tolist() == ([True, False, False, False, False] if outside_in else [False] * 5)
     assert solver_module.LOST_MARGIN == 1.0
+
+
+def test_the_first_c_of_the_rows_being_started_is_bitwise_the_one_computed_over_every_slot():
+    """The search starts new rows alone (issue 14: no pass over the busy slots); a row's first ``c``
+    must not depend on which other rows are computed with it, coordinates at the box's bounds included."""
+    gen = torch.Generator().manual_seed(7)
+    rows, m = 6, MNIST_SIZE
+    z = torch.rand(rows, m, generator=gen)
+    z[:, ::3], z[:, 1::5] = 0.0, 1.0  # held at a bound where the gradient points out of the box
+    loss, grad = 2.0 + torch.rand(rows, generator=gen), torch.randn(rows, m, generator=gen)
+    search = CSearch(None, LBFGSConfig.refined())
+    search.slots = _Slots(rows, m, 2, grad)
+    search.slots.z = z
+    every = search._initial_c(loss, grad)
+    for started in ([4], [1, 3, 5]):
+        index = torch.tensor(started)
+        assert torch.equal(search._initial_c(loss[index], grad[index], z[index]), every[index])

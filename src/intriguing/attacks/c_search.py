@@ -46,7 +46,7 @@ class PenaltySearch:
     C_MIN = 1e-12
     INSIDE = 0.1  # a regula-falsi step lands at least this fraction (in log c) inside the bracket
 
-    def _initial_c(self, loss: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    def _initial_c(self, loss: torch.Tensor, grad: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """A first ``c`` per row: the linearised minimiser ``r = -grad / 2c`` lowers the loss by
         ``|grad|^2 / 2c``; ask for it to reach about ``log 2`` (the target as likely as the best
         other class). Erring towards a large ``c`` is cheap: that minimiser lies close to ``x``.
@@ -60,10 +60,10 @@ class PenaltySearch:
         distortion than 1x for 10% more evaluations (0.05x: the same distortion, 40% more evaluations;
         0.2x: 5% more distortion); at 3x224x224 (this rule: x0.072) half or twice the factor gave 1% more
         distortion; MNIST FC100-100-10 is best with the estimate itself (0.1x: 45% more evaluations, the
-        same distortion)."""
+        same distortion). ``loss``, ``grad`` and ``z`` (default: every slot's point) are those of the rows to start."""
         if self.settings.initial_c is not None:
             return torch.full_like(loss, self.settings.initial_c)
-        free = self._free(self.slots.z, grad)
+        free = self._free(self.slots.z if z is None else z, grad)
         excess = (loss - math.log(2.0)).clamp_min(0.1)
         c = norm2(grad * free) / (2.0 * excess)
         if self.settings.scale_aware and grad.shape[1] > MNIST_SIZE:

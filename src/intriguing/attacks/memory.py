@@ -61,6 +61,7 @@ class CompactMemory:
         # V = [s, y, q] (the waiting pair and the vector to multiply), out = H q.
         self.V = torch.zeros(batch, 3, m, **floats)
         self.out = torch.zeros(batch, 1, m, **floats)
+        self.work = torch.empty(batch, m, **floats)  # add's products: into a fresh (B, m) tensor they cost ~5x more
 
     @property
     def size(self) -> int:
@@ -85,6 +86,7 @@ class CompactMemory:
         for name in self.TENSORS:
             setattr(self, name, getattr(self, name)[index])
         self._history(self.H[index])
+        self.work = self.work.new_empty(len(self.valid), self.work.shape[1])
 
     def forget(self, rows: torch.Tensor) -> None:
         """Drop every pair of the rows in the boolean mask ``rows`` (a waiting one too)."""
@@ -107,7 +109,7 @@ class CompactMemory:
         whose curvature condition holds. The pair waits for the next :meth:`apply` (which reads the
         history anyway). ``s`` and ``y`` may be the buffers of :meth:`pair_buffers` (no copy)."""
         V0, V1 = self.pair_buffers()
-        sy, ss, yy = (s * y).sum(1), (s * s).sum(1), (y * y).sum(1)  # x * x: pow(x, 2) exactly, faster on views
+        sy, ss, yy = (torch.mul(u, v, out=self.work).sum(1) for u, v in ((s, y), (s, s), (y, y)))  # x * x: pow(x, 2)
         self.pending = rows & (sy > CURVATURE_EPS * (ss * yy).sqrt())
         if s.data_ptr() != V0.data_ptr():
             V0.copy_(s)
@@ -175,8 +177,9 @@ class CompactMemory:
         some = valid.any(1)
         newest = (size - 1 - valid.flip(1).to(torch.int8).argmax(1))[:, None]  # newest valid pair
         gamma = (sy.gather(1, newest) / yy.gather(1, newest))[:, 0]
-        if not bool(some.all()):
-            gamma = torch.where(some, gamma, 1.0 / q.double().norm(dim=1).clamp_min(1e-30))
+        if not bool(some.all()):  # rows without pairs: q / |q|, the norm of those rows only (not a (B, m) float64 copy)
+            alone = (~some).nonzero().squeeze(1)
+            gamma = gamma.index_put((alone,), 1.0 / q[alone].double().norm(dim=1).clamp_min(1e-30))
         gamma = gamma[:, None, None]
         p = torch.linalg.solve_triangular(R, a[:, :, None], upper=True)
         rhs = torch.where(valid, sy, 0.0)[:, :, None] * p + gamma * (torch.bmm(YY, p) - b[:, :, None])
