@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -200,10 +201,30 @@ def test_a_refused_ray_token_is_one_clear_line_not_a_traceback(monkeypatch):
                                                  "Ensure that the token for the cluster is available.")
 
     monkeypatch.setattr(ray, "init", refuse)
-    with pytest.raises(IntriguingError, match="cannot join the Ray cluster at head:6379: InvalidAuthToken.*auth_token") \
-            as error:
-        RayBackend._start(2, "head:6379", None)
+    with socket.create_server(("127.0.0.1", 0)) as head:  # something answers at the address
+        address = f"127.0.0.1:{head.getsockname()[1]}"
+        with pytest.raises(IntriguingError, match=f"cannot join the Ray cluster at {address}: InvalidAuthToken.*"
+                                                  "auth_token") as error:
+            RayBackend._start(2, address, None)
     assert "\n" not in str(error.value)
+
+
+def test_an_address_where_nothing_answers_is_one_clear_line_at_once(monkeypatch):
+    """A bug: ray.init retried an unreachable head for minutes, printing C++ warnings, before failing."""
+    ray = pytest.importorskip("ray")
+    from intriguing.runner.backends.ray import RayBackend
+
+    def hang(**_):
+        raise AssertionError("ray.init was called for an address where nothing answers")
+
+    monkeypatch.setattr(ray, "init", hang)
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        address = f"127.0.0.1:{closed.getsockname()[1]}"  # free once closed: the connection is refused
+    with pytest.raises(IntriguingError, match=f"cannot join the Ray cluster at {address}: nothing answers there "
+                                              r"\(.*\); start the head node with 'ray start --head'"):
+        RayBackend._start(2, address, None)
+    with pytest.raises(IntriguingError, match="expected HOST:PORT"):
+        RayBackend._start(2, "head", None)
 
 
 def killed_once(spec: work.AttackShard, folder: str) -> object:

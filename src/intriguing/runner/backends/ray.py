@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -64,6 +65,21 @@ def _sigterm_kept() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
+def _check_answers(address: str, timeout: float = 5.0) -> None:
+    """Fail in one line unless something accepts a connection at ``address`` (``HOST:PORT``, or
+    ``ray://HOST:PORT`` for Ray Client): ``ray.init`` would retry an unreachable head for minutes,
+    printing its C++ client's warnings, before it gave up."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise IntriguingError(f"--ray-address {address!r}: expected HOST:PORT as 'ray start --head' prints it "
+                              "(e.g. 10.0.0.5:6379), or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise IntriguingError(f"cannot join the Ray cluster at {address}: nothing answers there ({e.strerror or e}); "
+                              "start the head node with 'ray start --head' and pass the address it prints") from None
+
+
 class RayBackend:
     """Units as Ray tasks of one CPU each.
 
@@ -99,6 +115,8 @@ class RayBackend:
             # Ray turns token authentication on for a local instance and says so in a warning line; the
             # protection is kept, the line (which would break our one-line output) is not printed.
             logging.getLogger(TOKEN_SETUP_LOGGER).setLevel(logging.ERROR)
+        if address not in (None, "auto"):
+            _check_answers(address)
         try:
             with _sigterm_kept():
                 ray.init(address=address, **options)
