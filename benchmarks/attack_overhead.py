@@ -7,7 +7,8 @@ On FC100-100-10, one torch thread, subnormal floats flushed, the first ``--n`` (
     (``result.evaluations``, summed over the examples), i.e. per example-evaluation.
 
 Times are process CPU times (steadier than wall-clock on a shared machine; one thread, so equal on
-a quiet one): (a) is the median of many short passes, (b) the best of ``--repeat`` attacks.
+a quiet one): each is the least of its repeats ((a) and (c): many short passes, (b): ``--repeat`` attacks),
+the one least disturbed by other processes, which only ever add time.
 
 It prints both and their ratio: the attack's bookkeeping (line search, ``c`` search, memory,
 projections) is the ratio minus one. The goal is a ratio of at most 3. It also splits (b) by phase
@@ -72,7 +73,7 @@ def standin_model(x: torch.Tensor, y: torch.Tensor, epochs: int = 8) -> nn.Modul
 
 
 def plain_seconds_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor, repeat: int) -> float:
-    """Forward plus input gradient, batch 512: the median CPU time of ``10 * repeat`` passes over ``x``."""
+    """Forward plus input gradient, batch 512: the least CPU time of ``10 * repeat`` passes over ``x``."""
     times = []
     for i in range(10 * repeat + 1):  # the first pass warms up
         start = time.process_time()
@@ -82,11 +83,11 @@ def plain_seconds_per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor
             torch.autograd.grad(loss, point)
         if i:
             times.append(time.process_time() - start)
-    return sorted(times)[len(times) // 2] / len(x)
+    return min(times) / len(x)
 
 
 def history_seconds_per_example(m: int, memory: int = 10, batch: int = 512, repeat: int = 20) -> float:
-    """The two passes over a batch's L-BFGS history, as the memory makes them: median CPU time per row."""
+    """The two passes over a batch's L-BFGS history, as the memory makes them: least CPU time per row."""
     history, vectors = torch.randn(batch, 2 * memory, m), torch.randn(batch, 3, m)
     coef, out = torch.randn(batch, 1, 2 * memory), torch.zeros(batch, 1, m)
     times = []
@@ -95,7 +96,7 @@ def history_seconds_per_example(m: int, memory: int = 10, batch: int = 512, repe
         torch.bmm(vectors, history.transpose(1, 2))
         out.baddbmm_(coef, history)
         times.append(time.process_time() - start)
-    return sorted(times[1:])[repeat // 2] / batch
+    return min(times[1:]) / batch
 
 
 PHASES = {"c search": ("CSearch", "run"), "refine": (None, "refine"), "shrink": (None, "shrink")}
