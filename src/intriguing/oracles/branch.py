@@ -73,7 +73,8 @@ class _Relaxation:
         self.target, self.margin_slack = target, -margin + 1e-9  # prune when max_j (logit_j - logit_t) > -margin
         self.lay = lay = _Layout(chain)
         self.x0 = domain.x0.numpy()
-        eq_rows, eq_rhs = [sp.csr_matrix((0, lay.size))], [np.zeros(0)]  # z_k - W_k h_{k-1} = b_k (none: a linear model)
+        # z_k - W_k h_{k-1} = b_k; none for a model without hidden layers (softmax regression)
+        eq_rows, eq_rhs = [sp.csr_matrix((0, lay.size))], [np.zeros(0)]
         previous = np.arange(lay.m)
         for k, (w, b) in enumerate(zip(chain.weights[:-1], chain.biases[:-1])):
             block = sp.lil_matrix((w.shape[0], lay.size))
@@ -226,7 +227,7 @@ def branch_and_bound(chain: Chain, domain: Domain, hidden: Bounds, target: int, 
         _polish(incumbent, start, began + 0.1 * time_limit)
     if tighten and domain.radius < math.inf:
         relax.tighten(min(domain.radius, math.sqrt(incumbent.sq)), deadline=began + tighten * time_limit)
-    if verify_share and incumbent.point is not None:
+    if verify_share and incumbent.point is not None and relax.hidden:  # no ReLU (softmax regression): one QP below
         proof = _prove(chain, relax, incumbent, target, gap, margin, began + verify_share * time_limit)
         if proof.proven:
             return Outcome("optimal", incumbent.point, incumbent.sq, proof.radius ** 2, proof.domains,
