@@ -96,8 +96,10 @@ def test_chain_of_composes_consecutive_linear_layers_and_refuses_others():
                 nn.Sequential(nn.ReLU(), nn.Linear(3, 2))):
         with pytest.raises(IntriguingError, match="model:"):
             chain_of(bad)
-    with pytest.raises(IntriguingError, match="Sigmoid"):
+    with pytest.raises(IntriguingError, match="Sigmoid") as refused:
         chain_of(nn.Sequential(nn.Linear(3, 2), nn.Sigmoid(), nn.Linear(2, 2)), allowed=("relu",))
+    # A bug: the message went on to ask for "ReLU/Sigmoid modules" right after refusing the Sigmoid.
+    assert "need an nn.Sequential of Flatten, Linear and ReLU modules" in str(refused.value)
     assert np.isfinite(chain.weights[0].numpy()).all()
 
 

@@ -74,10 +74,12 @@ def _modules(model: nn.Module) -> list[nn.Module]:
     return [model]
 
 
-def _refuse(where: str, why: str) -> IntriguingError:
+def _refuse(where: str, why: str, allowed: tuple[str, ...]) -> IntriguingError:
+    modules = "/".join(module.__name__ for module, name in _ACTIVATIONS.items() if name in allowed)
+    example = "FC20-20-10(ReLU)" if allowed == ("relu",) else "fully connected nets"
     return IntriguingError(
-        f"model: {where} {why}; the oracles need an nn.Sequential of Flatten, Linear and "
-        "ReLU/Sigmoid modules (e.g. intriguing.zoo's fully connected nets)"
+        f"model: {where} {why}; the oracles need an nn.Sequential of Flatten, Linear and {modules} modules "
+        f"(e.g. intriguing.zoo's {example})"
     )
 
 
@@ -88,7 +90,7 @@ def chain_of(model: nn.Module, allowed: tuple[str, ...] = ("relu", "sigmoid")) -
     layer after it, so the chain always ends with the logits.
     """
     if not isinstance(model, nn.Sequential):
-        raise _refuse(f"{type(model).__name__} is not an nn.Sequential:", "its layer order is unknown")
+        raise _refuse(f"{type(model).__name__} is not an nn.Sequential:", "its layer order is unknown", allowed)
     weights: list[torch.Tensor] = []
     biases: list[torch.Tensor] = []
     activations: list[str] = []
@@ -99,7 +101,7 @@ def chain_of(model: nn.Module, allowed: tuple[str, ...] = ("relu", "sigmoid")) -
             continue
         if isinstance(module, nn.Flatten):
             if last is not None:
-                raise _refuse(where, "comes after a Linear layer")
+                raise _refuse(where, "comes after a Linear layer", allowed)
         elif isinstance(module, nn.Linear):
             w = module.weight.detach().double().cpu()
             b = module.bias.detach().double().cpu() if module.bias is not None else torch.zeros(w.shape[0]).double()
@@ -111,13 +113,13 @@ def chain_of(model: nn.Module, allowed: tuple[str, ...] = ("relu", "sigmoid")) -
             last = "linear"
         elif type(module) in _ACTIVATIONS and _ACTIVATIONS[type(module)] in allowed:
             if last != "linear":
-                raise _refuse(where, "does not follow a Linear layer")
+                raise _refuse(where, "does not follow a Linear layer", allowed)
             activations.append(_ACTIVATIONS[type(module)])
             last = "activation"
         else:
-            raise _refuse(where, f"is not supported here (supported activations: {', '.join(allowed)})")
+            raise _refuse(where, f"is not supported here (supported activations: {', '.join(allowed)})", allowed)
     if not weights:
-        raise _refuse("the network", "has no Linear layer")
+        raise _refuse("the network", "has no Linear layer", allowed)
     if last == "activation":
         n = weights[-1].shape[0]
         weights.append(torch.eye(n, dtype=torch.float64))
