@@ -63,6 +63,14 @@ def test_file_factory_with_module_input_shape(factory_file):
     assert "conv" in dict(loaded.network.named_modules())
 
 
+def test_a_factory_without_weights_is_seeded_so_two_runs_agree(factory_file):
+    """A bug: `lipschitz file.py:factory` without --weights gave other bounds on every run (unseeded init)."""
+    first, again = resolve_model(f"{factory_file}:small"), resolve_model(f"{factory_file}:small")
+    other = resolve_model(f"{factory_file}:small", seed=1)
+    weights = [m.network.conv.weight for m in (first, again, other)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+
+
 def test_package_module_factory(factory_file, monkeypatch):
     monkeypatch.syspath_prepend(str(factory_file.parent))
     loaded = resolve_model("my_models:small")

@@ -201,8 +201,9 @@ def _import_module(module: str) -> Any:
         raise IntriguingError(f"model module {module!r} failed to import: {type(e).__name__}: {e}") from None
 
 
-def _from_factory(spec: str) -> tuple[nn.Module, tuple[int, ...] | None]:
-    """Call ``factory()`` from the spec's module; its ``INPUT_SHAPE`` (if any) gives the input shape."""
+def _from_factory(spec: str, seed: int) -> tuple[nn.Module, tuple[int, ...] | None]:
+    """Call ``factory()`` from the spec's module, torch's generator seeded by ``seed`` (its initial weights
+    are the same from run to run); its ``INPUT_SHAPE`` (if any) gives the input shape."""
     module_name, _, factory_name = spec.rpartition(":")
     module = _import_module(module_name)
     factory = getattr(module, factory_name, None)
@@ -211,7 +212,8 @@ def _from_factory(spec: str) -> tuple[nn.Module, tuple[int, ...] | None]:
                  if callable(v) and not k.startswith("_") and getattr(v, "__module__", None) == module.__name__]
         raise unknown_name_error("factory", factory_name, known, plural="factories", where=f" in {module_name}")
     try:
-        network = factory()
+        with seeding.seeded(seed):
+            network = factory()
     except Exception as e:  # noqa: BLE001
         raise IntriguingError(f"model {spec!r}: {factory_name}() failed: {type(e).__name__}: {e}") from None
     if not isinstance(network, nn.Module):
@@ -237,8 +239,8 @@ def _network(spec: str, weights, *, untrained: bool, seed: int, on: str,
         trained = zoo.trained(spec, on=on, seed=seed, data_dir=data_dir).model
         return trained, MNIST_SHAPE, f"zoo model {spec} (trained on {on}, seed {seed})"
     if _is_factory_spec(spec):
-        network, shape = _from_factory(spec)
-        return network, shape, f"{spec}" + (" with your weights" if weights else " (its own initial weights)")
+        network, shape = _from_factory(spec, seed)
+        return network, shape, f"{spec}" + (" with your weights" if weights else f" (its initial weights, seed {seed})")
     known = [*BUILTINS, *zoo.names()]
     error = unknown_name_error("model", spec, known)
     raise IntriguingError(f"{error}; or give your own as path/to/file.py:factory or package.module:factory")
