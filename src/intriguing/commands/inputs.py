@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from intriguing import data
+from intriguing.errors import IntriguingError
 from intriguing.images import ImageSet, load_images
 from intriguing.models import LoadedModel
 from intriguing.transfer import predictions
@@ -25,6 +26,10 @@ def load_data(loaded: LoadedModel, path: str | None, *, split: str = "test", dat
         channels, height, width = loaded.input_shape
         return load_images(path, size=(height, width), channels=channels, class_names=loaded.class_names,
                            limit=limit).to(loaded.device)
+    channels = loaded.input_shape[0]
+    if channels != 1:
+        raise IntriguingError(f"model: takes {channels}-channel images, and the MNIST digits are grayscale: give its "
+                              "images with --data (a folder of images, one subfolder per class, or a .npz)")
     images, labels = data.load_mnist(split, data_dir)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]

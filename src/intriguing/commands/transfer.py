@@ -91,6 +91,7 @@ def command(models: tuple[str, ...], model_options: dict, n: int, gaussian: str,
     stddevs = _stddevs(gaussian)
     weights = _weights_per_model(models, model_options["weights"])
     loaded = _load(models, weights, model_options, seed, on, data_dir)
+    _check_same_channels(loaded)
     first = next(iter(loaded.values()))
     dataset = load_data(first, data, split=split, data_dir=data_dir, limit=n)
     table = cross_model_table({name: m.model for name, m in loaded.items()}, dataset.images, dataset.labels,
@@ -104,3 +105,12 @@ def command(models: tuple[str, ...], model_options: dict, n: int, gaussian: str,
                     "data": data or f"MNIST {split}", "on": on}
         records.write_json(out, {"settings": settings, "table": table, "environment": records.environment()})
         click.echo(f"wrote {out}")
+
+
+def _check_same_channels(loaded: dict[str, LoadedModel]) -> None:
+    """Every model is run on the same images (each resizes them to its own size, not its channels)."""
+    channels = {name: m.input_shape[0] for name, m in loaded.items()}
+    if len(set(channels.values())) > 1:
+        listed = ", ".join(f"{name}: {c}" for name, c in channels.items())
+        raise IntriguingError(f"models: every model must take images with the same channels to share adversarial "
+                              f"examples; got {listed}")
