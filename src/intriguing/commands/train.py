@@ -18,8 +18,7 @@ from intriguing.commands.options import data_dir_option, on_option, seed_option
 def command(name: str, on: str, seed: int, data_dir: str | None) -> None:
     """Train zoo model NAME and print its errors; a cached checkpoint is loaded instead when present.
 
-    NAME is one of the paper's models, e.g. FC100-100-10 (see `python -c "import intriguing;
-    print(intriguing.zoo.names())"`).
+    NAME is one of the zoo's models, e.g. FC100-100-10 (`intriguing models` lists them).
     """
     start = time.perf_counter()
     result = zoo.trained(name, on=on, seed=seed, data_dir=data_dir).record
