@@ -41,10 +41,11 @@ def _load(models, weights, options: dict, seed: int, on: str, data_dir: str | No
     names = _column_names(models, weights)
     loaded = {name: resolve_model(spec, **{**options, "weights": w}, seed=seed, on=on, data_dir=data_dir)
               for name, spec, w in zip(names, models, weights)}
-    counts = {name: m.num_classes for name, m in loaded.items()}
-    if len(set(counts.values())) > 1:
-        raise IntriguingError(f"models: every model must have the same classes to share adversarial examples; "
-                              f"got {counts}")
+    for what, of in (("have the same classes", lambda m: m.num_classes),
+                     ("take images of the same channels", lambda m: m.input_shape[0])):
+        counts = {name: of(m) for name, m in loaded.items()}
+        if len(set(counts.values())) > 1:
+            raise IntriguingError(f"models: every model must {what} to share adversarial examples; got {counts}")
     return loaded
 
 
