@@ -419,32 +419,3 @@ def test_a_file_system_error_while_writing_is_one_line(tmp_path, monkeypatch):
         records.write_json(tmp_path / "r.json", {"a": 1})
     assert list(tmp_path.iterdir()) == []
 
-
-RGB_FACTORY = """
-from torch import nn
-INPUT_SHAPE = (3, 8, 8)
-def rgb():
-    return nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 6 * 6, 10))
-"""
-
-
-@pytest.mark.parametrize("command", [("attack", "{f}:rgb", "--n", "1"), ("units", "{f}:rgb", "--layer", "0"),
-                                     ("transfer", "{f}:rgb", "{f}:rgb", "--n", "1")])
-def test_a_colour_model_without_data_asks_for_its_images(tmp_path, command):
-    """A bug: without --data the MNIST digits (grayscale) went into a 3-channel network: a RuntimeError traceback."""
-    factory = tmp_path / "nets.py"
-    factory.write_text(RGB_FACTORY)
-    line = one_line(invoke(*(part.format(f=factory) for part in command)))
-    assert "takes 3-channel images, and the MNIST digits are grayscale: give its images with --data" in line
-
-
-def test_transfer_between_models_that_take_other_channels_is_one_line(tmp_path):
-    factory = tmp_path / "nets.py"
-    factory.write_text(RGB_FACTORY)
-    np.savez(tmp_path / "rgb.npz", images=np.random.default_rng(0).random((4, 3, 8, 8), dtype=np.float32),
-             labels=np.arange(4))
-    gray = tmp_path / "gray.py"
-    gray.write_text("from torch import nn\nINPUT_SHAPE = (1, 8, 8)\n"
-                    "def net():\n    return nn.Sequential(nn.Flatten(), nn.Linear(8 * 8, 10))\n")
-    line = one_line(invoke("transfer", f"{factory}:rgb", f"{gray}:net", "--data", str(tmp_path / "rgb.npz")))
-    assert "every model must take images with the same channels" in line and "gray.py:net" in line

@@ -192,3 +192,105 @@ def test_npz_round_trip_keeps_exact_floats(tmp_path):
     assert torch.equal(back.images, images) and back.labels.tolist() == [0, 2, 1, 2]
     assert back.class_names == ["x", "y", "z"]
     assert np.load(path)["target"].tolist() == [1, 1, 0, 0]
+
+
+# --- bad inputs that used to give silently wrong labels or pixels --------------------------------
+
+
+def test_npz_labels_follow_its_class_names_into_the_models_order(tmp_path):
+    """Labels index the .npz's own class_names; a model naming the same classes in another order gets
+    them remapped, never shifted (a 'cat' labelled as the model's class 0, 'dog')."""
+    path = tmp_path / "d.npz"
+    np.savez(path, images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.array([0, 1]),
+             class_names=np.array(["cat", "dog"]))
+    data = load_images(path, class_names=["dog", "cat", "bird"])
+    assert [data.class_names[i] for i in data.labels.tolist()] == ["cat", "dog"]
+
+
+def test_class_folders_partly_named_after_the_model_are_an_error(tmp_path):
+    """Folders 'cat' and 'dog' for a model with classes dog, bird: numbering them in sorted order would
+    label every cat a dog; naming the folder that matches no class is the only safe answer."""
+    _png(tmp_path / "cat" / "a.png")
+    _png(tmp_path / "dog" / "b.png")
+    with pytest.raises(IntriguingError, match=r"'cat'.*rename"):
+        load_images(tmp_path, class_names=["dog", "bird"])
+
+
+def test_hidden_files_in_class_folders_are_ignored(tmp_path):
+    """macOS leaves '._a.png' (AppleDouble) and .DS_Store beside copied images; hidden folders are
+    already skipped, so hidden files are too."""
+    _png(tmp_path / "cat" / "a.png")
+    (tmp_path / "cat" / "._a.png").write_bytes(b"\x00\x05\x16\x07 not a png")
+    (tmp_path / "cat" / ".DS_Store").write_bytes(b"junk")
+    assert load_images(tmp_path).files == [str(tmp_path / "cat" / "a.png")]
+
+
+def test_labels_csv_with_a_byte_order_mark_and_windows_line_endings(tmp_path):
+    """Excel saves 'CSV UTF-8' with a BOM and CRLF: the header must still be recognised."""
+    _png(tmp_path / "a.png")
+    _png(tmp_path / "b.png")
+    (tmp_path / "labels.csv").write_bytes("\ufefffilename,label\r\na.png,dog\r\nb.png,cat\r\n".encode())
+    assert load_images(tmp_path).labels.tolist() == [1, 0]
+
+
+def test_sixteen_bit_images_of_either_byte_order_scale_by_65535(tmp_path):
+    """A big-endian 16-bit TIFF ('I;16B') was converted as if 8-bit: every pixel above 255 saturated."""
+    ramp = np.linspace(0, 65535, 16).reshape(4, 4)
+    for order in ("<u2", ">u2"):
+        Image.fromarray(ramp.astype(order)).save(tmp_path / f"x{order[0] == '>'}.tif")
+    (tmp_path / "labels.csv").write_text("xFalse.tif,0\nxTrue.tif,0\n")
+    data = load_images(tmp_path)
+    assert data.images.shape == (2, 1, 4, 4)
+    assert torch.allclose(data.images[0], data.images[1]) and abs(float(data.images.mean()) - 0.5) < 0.01
+
+
+def test_float_images_outside_the_unit_box_are_an_error(tmp_path):
+    """A float TIFF ('F') in 0..255 was clipped to 1 everywhere: a white image, silently."""
+    Image.fromarray(np.full((4, 4), 200.0, np.float32)).save(tmp_path / "x.tif")
+    (tmp_path / "labels.csv").write_text("x.tif,0\n")
+    with pytest.raises(IntriguingError, match=r"x\.tif.*\[0, 1\]"):
+        load_images(tmp_path)
+
+
+def test_labels_csv_mixing_names_and_indices_without_the_models_names_is_an_error(tmp_path):
+    """'cat', 'dog' and '1': numbering the names in sorted order made '1' silently mean 'dog'."""
+    for name in "abc":
+        _png(tmp_path / f"{name}.png")
+    (tmp_path / "labels.csv").write_text("a.png,cat\nb.png,dog\nc.png,1\n")
+    with pytest.raises(IntriguingError, match=r"labels\.csv: labels mix class names .*'cat'.* and indices .*'1'"):
+        load_images(tmp_path)
+
+
+def test_class_folders_match_the_models_names_as_class_index_does(tmp_path):
+    """'great_white_shark' and 'Cat' name the model's 'great white shark' and 'cat' (as --target does);
+    matching exactly only, they fell back to sorted order and were labelled 'dog' and 'great white shark'."""
+    _png(tmp_path / "Cat" / "a.png")
+    _png(tmp_path / "great_white_shark" / "b.png")
+    data = load_images(tmp_path, class_names=["dog", "great white shark", "cat"])
+    assert data.labels.tolist() == [2, 1]
+
+
+def test_a_class_folder_naming_two_of_the_models_classes_is_an_error(tmp_path):
+    """ImageNet has two 'crane's (a bird and a machine): a folder 'crane' cannot say which it means."""
+    _png(tmp_path / "crane" / "a.png")
+    with pytest.raises(IntriguingError, match=r"'crane' \(0, 2\).*several.*index"):
+        load_images(tmp_path, class_names=["crane", "dog", "crane"])
+
+
+def test_class_folders_numbered_from_one_are_an_error_not_a_shift(tmp_path):
+    """Folders 1..10 for a 10-class model: '10' is no class index, and the sorted fallback ('1', '10',
+    '2', ...) labelled folder '2' as class 2 but folder '1' as 0 and '10' as 1, within range, silently."""
+    for k in range(1, 11):
+        _png(tmp_path / str(k) / "a.png")
+    with pytest.raises(IntriguingError, match=r"class folder\(s\) '10' name none of the model's 10 classes"):
+        load_images(tmp_path, class_names=[str(i) for i in range(10)])
+
+
+def test_class_folders_naming_none_of_the_models_named_classes_are_an_error(tmp_path):
+    """Folders 'cat' and 'dog' for an ImageNet-like model were numbered 0 and 1 (its 'tench' and
+    'goldfish'), silently; only a model whose classes are bare indices takes the folders' own order."""
+    _png(tmp_path / "cat" / "a.png")
+    _png(tmp_path / "dog" / "b.png")
+    with pytest.raises(IntriguingError, match=r"'cat', 'dog' name none of the model's 3 classes"):
+        load_images(tmp_path, class_names=["tench", "goldfish", "shark"])
+    assert load_images(tmp_path, class_names=["0", "1", "2"]).labels.tolist() == [0, 1]

@@ -6,6 +6,7 @@ import pickle
 import sys
 from collections import OrderedDict
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -226,11 +227,25 @@ def test_preprocessing_resizes_and_crops(factory_file):
     ({"mean": [0.1, 0.2]}, "mean: expected 1 or 3 values"),
     ({"mean": [0.1, 0.2], "size": 8, "model": "FC10(1e-4)"}, r"mean: expected 1 value \(the model has 1 channel\), got 2"),
     ({"size": 0}, "size: expected a positive size"),
+    ({"size": True}, "size: expected a positive size"),  # was a 1x1 input, silently
+    ({"size": 8.5}, "size: expected a positive size"),  # was a TypeError traceback
+    ({"resize": 0}, "resize: expected a positive"),  # was every image shrunk to 1x1, silently
+    ({"resize": 9.5}, "resize: expected a positive"),  # was truncated to 9, silently
+    ({"resize": 6, "crop": 8}, r"crop \(8, 8\) is larger than resize 6"),
+    ({"mean": "0.5"}, r"mean: expected one finite number per channel, got '0.5'"),  # was a ValueError traceback
 ])
 def test_bad_preprocessing_arguments(factory_file, kwargs, message):
     model = kwargs.pop("model", f"{factory_file}:small")
-    with pytest.raises(IntriguingError, match=message):
+    with pytest.raises(IntriguingError, match=message) as info:
         resolve_model(model, untrained=True, **kwargs)
+    assert "check --size" not in str(info.value)
+
+
+def test_numpy_sizes_and_a_scalar_mean_are_accepted(factory_file):
+    """Sizes read from arrays are numpy ints, and one mean for every channel is a plain number."""
+    loaded = resolve_model(f"{factory_file}:small", size=np.int64(8), mean=0.5, std=np.float32(0.25))
+    assert loaded.input_shape == (3, 8, 8)
+    assert torch.allclose(loaded.model.preprocess(torch.ones(1, 3, 8, 8)), torch.full((1, 3, 8, 8), 2.0))
 
 
 # --- class names --------------------------------------------------------------------------------
@@ -286,3 +301,42 @@ def test_registered_architecture_is_a_model_name(monkeypatch):
     assert ("tiny", "architecture", "tiny") in catalogue()
     with pytest.raises(IntriguingError, match="zoo model's"):
         models.register_architecture("ConvNet", nn.Identity, (1, 28, 28), "clash")
+
+
+OUTPUTS = """
+import torch
+from torch import nn
+
+INPUT_SHAPE = (1, 4, 4)
+
+class Wrapped(nn.Module):
+    def __init__(self, wrap):
+        super().__init__()
+        self.fc, self.wrap = nn.Linear(16, 3), wrap
+
+    def forward(self, x):
+        return self.wrap(self.fc(x.flatten(1)))
+
+def as_tuple():
+    return Wrapped(lambda logits: (logits,))
+
+def as_dict():
+    return Wrapped(lambda logits: {"logits": logits})
+
+def double():
+    return Wrapped(lambda logits: logits).double()
+"""
+
+
+@pytest.mark.parametrize("factory, message", [
+    ("as_tuple", r"returns a tuple.*make forward return the logits tensor"),
+    ("as_dict", r"returns a dict.*make forward return the logits tensor"),
+    ("double", r"float64 parameters.*float32.*\.float\(\)"),
+])
+def test_models_whose_outputs_or_dtype_do_not_fit_say_how_to_fix_them(tmp_path, factory, message):
+    """A HuggingFace-style output or a float64 network: one line naming the fix, not 'check --size'."""
+    path = tmp_path / "outputs.py"
+    path.write_text(OUTPUTS)
+    with pytest.raises(IntriguingError, match=message) as info:
+        resolve_model(f"{path}:{factory}")
+    assert "--size" not in str(info.value)

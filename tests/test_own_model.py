@@ -8,6 +8,7 @@ small CNNs on it, saves their weights (safetensors and a .pt state dict), then r
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -149,3 +150,41 @@ def test_lipschitz_of_your_model(own, tmp_path):
     output = invoke("lipschitz", own["spec"], "--weights", own["a"], "--images", "0", "--json", str(out))
     table = json.loads(out.read_text())["table"]
     assert "conv1" in output and len(table["layers"]) >= 4
+
+
+@pytest.mark.parametrize("factory, message", [
+    ("rgb", r"takes 3-channel images, but without --data the images are MNIST's \(1 channel"),
+    ("five", r"has 5 classes, but without --data the images are MNIST's 10 digits"),
+])
+@pytest.mark.parametrize("command", ["attack", "units", "transfer"])
+def test_own_model_without_data_that_mnist_does_not_fit(tmp_path, factory, message, command):
+    """An RGB model fed MNIST was a conv2d traceback; a 5-class one silently attacked digits 0-4 only."""
+    path = tmp_path / "misfits.py"
+    path.write_text("from torch import nn\n"
+                    "def rgb():\n    return nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 26 * 26, 10))\n"
+                    "def five():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 5))\n")
+    extra = {"attack": ["--n", "1"], "units": ["--layer", "1", "--out", str(tmp_path / "u")], "transfer": ["--n", "1"]}
+    result = CliRunner().invoke(cli.main, [command, f"{path}:{factory}", "--size", "28", *extra[command]])
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and "--data" in result.output.split(";")[-1]
+    assert re.search(message, result.output), result.output
+
+
+def test_transfer_between_a_grey_and_a_colour_model_names_both(tmp_path):
+    """The images are loaded for the first model; the second failed inside the attack, unnamed."""
+    path = tmp_path / "pair.py"
+    path.write_text("from torch import nn\n"
+                    "def grey():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 10))\n"
+                    "def colour():\n    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 784, 10))\n")
+    result = CliRunner().invoke(cli.main, ["transfer", f"{path}:grey", f"{path}:colour", "--size", "28", "--n", "1"])
+    assert result.exit_code == 2
+    assert re.search(r"every model must take images of the same channels.*grey.*: 1.*colour.*: 3", result.output)
+
+
+def test_lipschitz_pairs_on_mnist_for_a_model_without_ten_classes(tmp_path):
+    """--pairs attacks MNIST test digits: a 5-class model got 'labels: class indices must lie in [0, 4]'."""
+    path = tmp_path / "five.py"
+    path.write_text("from torch import nn\ndef five():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 5))\n")
+    result = CliRunner().invoke(cli.main, ["lipschitz", f"{path}:five", "--size", "28", "--pairs", "2"])
+    assert result.exit_code == 2
+    assert re.search(r"--pairs: .*5 classes.*MNIST's 10 digits.*leave --pairs out", result.output), result.output

@@ -2,14 +2,15 @@
 
 Two layouts of a folder are understood:
 
-* one subfolder per class (``cats/001.png``, ``dogs/002.jpg``): the subfolder names are the class
-  names, in sorted order, unless the model's class names are given and contain them all (an
-  ImageNet folder named ``ostrich/`` then gets label 9);
+* one subfolder per class (``cats/001.png``, ``dogs/002.jpg``): the model's classes when its names
+  are given and the folders name them (``ostrich/`` or ``Great_White_Shark/``: as ``--target``
+  matches), else (a model whose classes are bare indices) in sorted order; hidden files skipped;
 * a flat folder with a labels CSV (``labels.csv`` in it, or any file given as ``labels``) of
   ``filename,label`` rows, a label being a class index or a class name.
 
 A ``.npz`` holds ``images`` (N, C, H, W) or (N, H, W, C) or (N, H, W), uint8 in 0..255 or floats in
-[0, 1], and ``labels`` (N,), with optional ``class_names``. Every image becomes float32 in [0, 1]:
+[0, 1], and ``labels`` (N,) indexing its optional ``class_names`` (renumbered into the model's
+order when they name its classes). Every image becomes float32 in [0, 1]:
 the box in which the paper's attack (Section 4.1) measures distortion. Problems are collected and
 reported together, one clear line each, so a broken folder is fixed in one go.
 """
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from intriguing.errors import IntriguingError, check_labels
+from intriguing.models import name_key
 from intriguing.records import write_bytes
 from intriguing.preprocessing import resample, size_pair
 
@@ -112,10 +114,11 @@ def _folder_entries(root: Path, labels, class_names) -> tuple[list[tuple[Path, i
             f"{root}: expected one subfolder of images per class, or images with a {LABELS_FILE}; {how}"
         )
     names = [p.name for p in folders]
-    index = _folder_labels(names, class_names)
+    index = _model_indices(names, class_names, f"{root}: class folder(s)") or list(range(len(names)))
     problems, entries = _Problems(str(root)), []
     for folder, label in zip(folders, index):
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in folder.iterdir()  # hidden files: .DS_Store, macOS's ._name.png
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
         if not files:
             problems.add(f"class folder {folder.name!r} has no images ({', '.join(IMAGE_SUFFIXES)})")
         entries += [(f, label) for f in files]
@@ -123,22 +126,46 @@ def _folder_entries(root: Path, labels, class_names) -> tuple[list[tuple[Path, i
     return entries, names
 
 
-def _folder_labels(names: list[str], class_names: Sequence[str] | None) -> list[int]:
-    """Labels of class folders: the model's class index when every folder is named after a model
-    class (by name or index), else the folders' sorted order."""
-    if class_names:
-        lookup = {str(c): i for i, c in reversed(list(enumerate(class_names)))}
-        lookup.update({str(i): i for i in range(len(class_names)) if str(i) not in lookup})
-        if all(n in lookup for n in names):
-            return [lookup[n] for n in names]
-    return list(range(len(names)))
+def _model_indices(names: Sequence[str], class_names: Sequence[str] | None, what: str) -> list[int] | None:
+    """The model's class index of each of the data's class ``names`` (matched as ``class_index`` does:
+    exactly, then ignoring case, spaces and underscores, then as an index), or ``None`` when the model's
+    classes are bare indices and none is named (the data's own numbering then stands). Any other
+    mismatch is an error: every numbering would silently mislabel some images."""
+    if not class_names:
+        return None
+    model_names = [str(c) for c in class_names]
+    keys = [name_key(c) for c in model_names]  # computed once: ImageNet has 1000 classes
+    found = {name: _matches(name, model_names, keys) for name in names}
+    ambiguous = [f"{n!r} ({', '.join(map(str, m))})" for n, m in found.items() if len(m) > 1]
+    if ambiguous:
+        raise IntriguingError(f"{what} {', '.join(ambiguous[:MAX_LISTED])} name several of the model's classes; "
+                              "rename each to the index of the class it means")
+    unmatched = [n for n in names if not found[n]]
+    if not unmatched:
+        return [found[n][0] for n in names]
+    if len(unmatched) < len(names) or model_names != [str(i) for i in range(len(model_names))]:
+        listed = ", ".join(repr(n) for n in unmatched[:MAX_LISTED])
+        others = " while the others do" if len(unmatched) < len(names) else ""
+        raise IntriguingError(f"{what} {listed} name none of the model's {len(class_names)} classes{others}; rename "
+                              "them to the model's class names (or indices), or use a model with those classes")
+    return None
+
+
+def _matches(name: str, class_names: list[str], keys: list[str]) -> list[int]:
+    exact = [i for i, c in enumerate(class_names) if c == name]
+    if exact:
+        return exact
+    key = name_key(name)
+    keyed = [i for i, k in enumerate(keys) if k == key]
+    index_given = name.isdigit() and int(name) < len(class_names)
+    return keyed or ([int(name)] if index_given else [])
 
 
 def _csv_entries(root: Path, csv_path: Path, class_names) -> tuple[list[tuple[Path, int]], list[str]]:
     rows = _read_csv(csv_path)
     problems = _Problems(str(csv_path))
     text_labels = [label for _, label, _ in rows]
-    names = _csv_class_names(text_labels, class_names)
+    names = _csv_class_names(text_labels, class_names, csv_path)
     lookup = {n: i for i, n in reversed(list(enumerate(names)))}
     entries = []
     for name, label, line in rows:
@@ -160,7 +187,7 @@ def _csv_entries(root: Path, csv_path: Path, class_names) -> tuple[list[tuple[Pa
 def _read_csv(csv_path: Path) -> list[tuple[str, str, int]]:
     """``(filename, label, line number)`` rows; a header row (``filename,label``) is skipped."""
     try:
-        with open(csv_path, newline="", encoding="utf-8") as f:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
             raw = [(row, n) for n, row in enumerate(csv.reader(f), start=1) if any(c.strip() for c in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise IntriguingError(f"{csv_path}: cannot read the labels CSV ({e})") from None
@@ -173,11 +200,16 @@ def _read_csv(csv_path: Path) -> list[tuple[str, str, int]]:
     return rows
 
 
-def _csv_class_names(labels: list[str], class_names) -> list[str]:
-    """The model's names if given; else sorted label names, or indices when every label is a number."""
+def _csv_class_names(labels: list[str], class_names, csv_path: Path) -> list[str]:
+    """The model's names if given; else sorted label names, or indices when every label is a number
+    (a mix of both has no numbering to follow)."""
     if class_names:
         return [str(c) for c in class_names]
     named = sorted({label for label in labels if not label.lstrip("-").isdigit()})
+    numbers = sorted({label for label in labels if label.lstrip("-").isdigit()}, key=int)
+    if named and numbers:
+        raise IntriguingError(f"{csv_path}: labels mix class names ({', '.join(map(repr, named[:3]))}) and indices "
+                              f"({', '.join(map(repr, numbers[:3]))}); use one or the other, or give the model's class names")
     if named:
         return named
     top = max((int(label) for label in labels), default=-1)
@@ -198,10 +230,16 @@ def _decode_all(root: Path, files: list[Path], size: tuple[int, int] | None, cha
             problems.add(f"cannot read image {file.relative_to(root)} ({type(e).__name__}: {e})")
     problems.raise_if_any()
     if channels is None:
-        channels = 1 if all(im.mode in ("1", "L", "I", "I;16", "F") for _, im in decoded) else 3
+        channels = 1 if all(im.mode in ("1", "L", "I", "F") or im.mode.startswith("I;16") for _, im in decoded) else 3
     if size is None:
         _check_same_size(root, decoded)
-    arrays = [_to_array(im, channels, size) for _, im in decoded]
+    arrays = []
+    for file, image in decoded:
+        try:
+            arrays.append(_to_array(image, channels, size))
+        except IntriguingError as e:
+            problems.add(f"image {file.relative_to(root)}: {e}")
+    problems.raise_if_any()
     return torch.from_numpy(np.stack(arrays))
 
 
@@ -220,9 +258,13 @@ def _to_array(image, channels: int, size: tuple[int, int] | None) -> np.ndarray:
     """One image as (C, H, W) float32 in [0, 1]."""
     from PIL import Image
 
-    if image.mode in ("I", "I;16", "F"):  # 16-bit or float grayscale: scale by its own type's range
-        array = np.asarray(image, dtype=np.float32) / (65535.0 if image.mode != "F" else 1.0)
-        image = Image.fromarray(np.clip(array * 255.0, 0, 255).astype(np.uint8))
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # 16-bit (either byte order) or float grey
+        top = 1.0 if image.mode == "F" else 65535.0
+        array = np.asarray(image, dtype=np.float32) / top
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise IntriguingError(f"{image.mode} pixels must lie in [0, {top:g}], got [{array.min() * top:.4g}, "
+                                  f"{array.max() * top:.4g}]; save it as 8-bit, or scale it to [0, {top:g}]")
+        image = Image.fromarray(np.round(array * 255.0).astype(np.uint8))
     image = image.convert("L" if channels == 1 else "RGB")
     if size is not None and image.size != (size[1], size[0]):
         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
@@ -250,6 +292,7 @@ def load_npz(path: str | os.PathLike, *, size: int | Sequence[int] | None = None
     if pair is not None and tuple(images.shape[-2:]) != pair:
         images = resample(images, pair).clamp(0, 1)
     stored = [str(c) for c in arrays["class_names"].tolist()] if "class_names" in arrays else None
+    labels = _to_model_classes(path, labels, stored, class_names)
     names = list(class_names or stored or [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)])
     _check_range(labels, names, class_names, str(path))
     return ImageSet(images, labels, names, [f"{path.name}[{i}]" for i in range(len(labels))], str(path))
@@ -279,6 +322,18 @@ def _npz_images(path: Path, array: np.ndarray, channels: int | None) -> torch.Te
     if channels is not None and tensor.shape[1] != channels:
         tensor = tensor.expand(-1, 3, -1, -1).contiguous() if channels == 3 else _gray(tensor)
     return tensor
+
+
+def _to_model_classes(path: Path, labels: torch.Tensor, stored: list[str] | None, class_names) -> torch.Tensor:
+    """Labels index the file's own ``class_names``: renumbered into the model's order when the model
+    names the same classes differently ordered, so that no label shifts to another class."""
+    if not stored or not class_names or stored == [str(c) for c in class_names]:
+        return labels
+    index = _model_indices(stored, class_names, f"{path}: class_names")
+    if index is None:
+        return labels
+    check_labels(labels, f"{path}: labels", len(labels), len(stored))
+    return torch.tensor(index, dtype=torch.int64)[labels]
 
 
 def _gray(rgb: torch.Tensor) -> torch.Tensor:

@@ -41,7 +41,7 @@ from intriguing.architectures import INPUT_SHAPE as MNIST_SHAPE
 from intriguing.checkpoint import load_weights, read_state_dict
 from intriguing.devices import resolve_device
 from intriguing.errors import IntriguingError, unknown_name_error
-from intriguing.preprocessing import Preprocessed, channel_vector, size_pair
+from intriguing.preprocessing import Preprocessed, channel_vector, positive_int, size_pair
 
 
 
@@ -126,8 +126,8 @@ def class_index(class_names: Sequence[str], name: str | int) -> int:
     text = str(name).strip()
     found = [i for i, c in enumerate(class_names) if c == text]
     if not found:
-        key = _name_key(text)
-        found = [i for i, c in enumerate(class_names) if _name_key(c) == key]
+        key = name_key(text)
+        found = [i for i, c in enumerate(class_names) if name_key(c) == key]
     if len(found) > 1:
         listed = ", ".join(map(str, found))
         raise IntriguingError(f"class {text!r} names {len(found)} classes ({listed}); give the index")
@@ -151,7 +151,8 @@ def _unknown_class(text: str, class_names: Sequence[str]) -> IntriguingError:
                            f"names or an index from 0 to {len(class_names) - 1}")
 
 
-def _name_key(name: str) -> str:
+def name_key(name: str) -> str:
+    """How class names compare when not exactly equal: ``Great_White-Shark`` names ``great white shark``."""
     return name.lower().replace("_", " ").replace("-", " ").strip()
 
 
@@ -290,6 +291,16 @@ def _class_names(classes, num_classes: int, spec: str) -> list[str]:
     return names
 
 
+def _check_float32(network: nn.Module, spec: str) -> None:
+    """Images are float32 in [0, 1] and so are the attacks' steps; a float64 or float16 network would
+    fail on them deep inside torch, with a message about matrix dtypes."""
+    other = sorted({str(p.dtype).removeprefix("torch.") for p in network.parameters()
+                    if p.is_floating_point() and p.dtype != torch.float32})
+    if other:
+        raise IntriguingError(f"model {spec!r}: has {', '.join(other)} parameters, but images and attacks are float32; "
+                              "return network.float() from the factory")
+
+
 def _count_classes(model: nn.Module, input_shape: tuple[int, int, int], spec: str, device: torch.device) -> int:
     """Run one blank image through the model: it proves the input shape works and counts the logits."""
     try:
@@ -300,9 +311,11 @@ def _count_classes(model: nn.Module, input_shape: tuple[int, int, int], spec: st
             f"model {spec!r} fails on an input of shape (1, {', '.join(map(str, input_shape))}): "
             f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}; check --size and the model's channels"
         ) from None
-    if not isinstance(logits, torch.Tensor) or logits.dim() != 2 or logits.shape[0] != 1:
-        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-        raise IntriguingError(f"model {spec!r}: expected logits shaped (N, classes), got {got}")
+    if not isinstance(logits, torch.Tensor):
+        raise IntriguingError(f"model {spec!r}: returns a {type(logits).__name__}, expected logits shaped (N, classes); "
+                              "make forward return the logits tensor (e.g. wrap it to return outputs.logits)")
+    if logits.dim() != 2 or logits.shape[0] != 1:
+        raise IntriguingError(f"model {spec!r}: expected logits shaped (N, classes), got {tuple(logits.shape)}")
     return logits.shape[1]
 
 
@@ -331,6 +344,7 @@ def resolve_model(spec: str, *, weights: str | os.PathLike | None = None, mean: 
     if weights is not None:
         load_weights(network, read_state_dict(weights))
         description += f" from {weights}"
+    _check_float32(network, spec)
     input_shape = _input_shape(network, known, size, crop, spec)
     mean_v, std_v = channel_vector(mean, "mean"), channel_vector(std, "std")
     for name, vector in (("mean", mean_v), ("std", std_v)):
@@ -338,8 +352,11 @@ def resolve_model(spec: str, *, weights: str | os.PathLike | None = None, mean: 
             expected = "1 value (the model has 1 channel)" if input_shape[0] == 1 else \
                 f"1 or {input_shape[0]} values (one per channel)"
             raise IntriguingError(f"{name}: expected {expected}, got {len(vector)}")
-    resize = None if resize is None else int(resize)
-    model = Preprocessed(network, input_shape[1:], mean, std, resize, size_pair(crop, "crop")).to(target).eval()
+    resize, crop = positive_int(resize, "resize"), size_pair(crop, "crop")
+    if resize is not None and crop is not None and max(crop) > resize:
+        raise IntriguingError(f"crop {crop} is larger than resize {resize} (the images' shorter side after "
+                              "resizing); give a crop of at most the resize")
+    model = Preprocessed(network, input_shape[1:], mean, std, resize, crop).to(target).eval()
     num_classes = _count_classes(model, input_shape, spec, target)
     names = _class_names(classes, num_classes, spec)
     description += f"; input {'x'.join(map(str, input_shape))}, {num_classes} classes, on {target}"

@@ -9,6 +9,7 @@ gradients an attack follows and the distortion it minimises both live in pixel s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from numbers import Integral, Real
 
 import torch
 from torch import nn
@@ -70,7 +71,13 @@ def channel_vector(values: Sequence[float] | None, name: str) -> torch.Tensor | 
     """``values`` as a (C, 1, 1) float tensor that broadcasts over a batch of images."""
     if values is None:
         return None
-    vector = torch.as_tensor([float(v) for v in values], dtype=torch.float32)
+    values = [values] if isinstance(values, Real) else values  # one number for every channel
+    try:
+        if isinstance(values, (str, bytes)):
+            raise TypeError(values)
+        vector = torch.as_tensor([float(v) for v in values], dtype=torch.float32)
+    except (TypeError, ValueError):
+        raise IntriguingError(f"{name}: expected one finite number per channel, got {values!r}") from None
     if vector.dim() != 1 or len(vector) == 0 or not torch.isfinite(vector).all():
         raise IntriguingError(f"{name}: expected one finite number per channel, got {list(values)}")
     if name == "std" and (vector <= 0).any():
@@ -98,7 +105,18 @@ def size_pair(value: int | Sequence[int] | None, name: str) -> tuple[int, int] |
     """``value`` (a number or ``(height, width)``) as a pair of positive ints; ``None`` stays ``None``."""
     if value is None:
         return None
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
+    pair = (value, value) if isinstance(value, (Real, str, bytes)) else tuple(value)
+    if len(pair) != 2 or not all(_is_positive_int(v) for v in pair):
         raise IntriguingError(f"{name}: expected a positive size or (height, width), got {value!r}")
-    return pair
+    return int(pair[0]), int(pair[1])
+
+
+def positive_int(value: int | None, name: str) -> int | None:
+    """``value`` as a positive int (numpy ints included; a float or a bool is an error); ``None`` stays."""
+    if value is not None and not _is_positive_int(value):
+        raise IntriguingError(f"{name}: expected a positive whole number of pixels, got {value!r}")
+    return None if value is None else int(value)
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool) and value > 0

@@ -9,6 +9,7 @@ DataLoader. Which model to train, and caching the result, is :mod:`intriguing.zo
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from intriguing import seeding
-from intriguing.errors import IntriguingError
+from intriguing.errors import IntriguingError, check_images, check_labels
 from intriguing.numerics import zero_subnormal_weights_
 
 # The modules whose outputs are a network's hidden layers: dropout follows them.
@@ -198,6 +199,8 @@ def fit(
 @torch.no_grad()
 def error_rate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 10_000) -> float:
     """Fraction of ``images`` the model misclassifies (batched, no gradients)."""
+    check_images(images, "images", (-math.inf, math.inf))  # also hidden layers' activations (advtrain)
+    check_labels(labels, "labels", len(images))
     wrong = 0
     for start in range(0, len(images), batch_size):
         logits = model(images[start : start + batch_size])

@@ -47,6 +47,10 @@ TENSORS = ("adversarial", "target", "success", "distortion")
 @torch.no_grad()
 def predictions(model: nn.Module, x: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
     """The model's classes for ``x``, in batches, without gradients."""
+    if not isinstance(x, torch.Tensor):
+        raise IntriguingError(f"x: expected a torch.Tensor, got {type(x).__name__}; convert with torch.as_tensor")
+    if len(x) == 0:
+        return torch.empty(0, dtype=torch.int64, device=x.device)
     return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
@@ -55,6 +59,7 @@ def error_estimate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Estima
 
     :func:`intriguing.training.error_rate` is the same number as a plain float, without interval.
     """
+    check_labels(y, "y", len(x))
     return wilson_interval(int((predictions(model, x) != y).sum()), len(y))
 
 

@@ -66,6 +66,8 @@ def names() -> list[str]:
 
 def spec(name: str) -> ModelSpec:
     """The registered :class:`ModelSpec`; an unknown name lists the close matches."""
+    if not isinstance(name, str):
+        raise IntriguingError(f"model name: expected a string such as 'ConvNet', got {type(name).__name__} {name!r}")
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -92,6 +92,9 @@ def _median(values: torch.Tensor) -> float:
 
 def rms_distortion(x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
     """The paper's distortion per example: ``sqrt(mean over the n pixels of (x_adv - x)^2)``, shape (N,)."""
+    for name, value in (("x", x), ("x_adv", x_adv)):
+        if not isinstance(value, torch.Tensor):
+            raise IntriguingError(f"{name}: expected a torch.Tensor, got {type(value).__name__}; convert with torch.as_tensor")
     if x.shape != x_adv.shape:
         raise IntriguingError(f"x_adv: expected the shape of x {tuple(x.shape)}, got {tuple(x_adv.shape)}")
     return (x_adv - x).flatten(1).pow(2).mean(1).sqrt()

@@ -26,16 +26,26 @@ def load_data(loaded: LoadedModel, path: str | None, *, split: str = "test", dat
         channels, height, width = loaded.input_shape
         return load_images(path, size=(height, width), channels=channels, class_names=loaded.class_names,
                            limit=limit).to(loaded.device)
-    channels = loaded.input_shape[0]
-    if channels != 1:
-        raise IntriguingError(f"model: takes {channels}-channel images, and the MNIST digits are grayscale: give its "
-                              "images with --data (a folder of images, one subfolder per class, or a .npz)")
+    _check_fits_mnist(loaded)
     images, labels = data.load_mnist(split, data_dir)
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     names = loaded.class_names if loaded.num_classes == 10 else DIGITS
     return ImageSet(images, labels, names, [f"{split}[{i}]" for i in range(len(labels))],
                     f"MNIST {split}").to(loaded.device)
+
+
+def _check_fits_mnist(loaded: LoadedModel) -> None:
+    """MNIST is grey and has 10 classes: a colour model would fail inside torch, and one with fewer
+    classes would be scored only on the digits it happens to have outputs for."""
+    channels = loaded.input_shape[0]
+    if channels != 1:
+        problem = f"takes {channels}-channel images, but without --data the images are MNIST's (1 channel, 28x28)"
+    elif loaded.num_classes < len(DIGITS):
+        problem = f"has {loaded.num_classes} classes, but without --data the images are MNIST's 10 digits"
+    else:
+        return
+    raise IntriguingError(f"model {loaded.description.split(';')[0]} {problem}; pass --data with images of its classes")
 
 
 def correctly_classified(model: torch.nn.Module, dataset: ImageSet, n: int) -> torch.Tensor:

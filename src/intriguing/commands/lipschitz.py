@@ -6,12 +6,11 @@ from pathlib import Path
 
 import click
 import torch
-from torch import nn
 
 from intriguing import architectures, data, records, spectral, zoo
 from intriguing.commands.options import data_dir_option, model_options, on_option, seed_option
 from intriguing.errors import IntriguingError, unknown_name_error
-from intriguing.models import BUILTINS, resolve_model
+from intriguing.models import BUILTINS, LoadedModel, resolve_model
 from intriguing.paper.sections.table5 import layers_markdown, paper_bounds
 from intriguing.records import check_writable
 
@@ -20,9 +19,9 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
 def resolve(model: str, arch: str | None, options: dict, on: str, seed: int,
-            data_dir: str | None) -> tuple[nn.Module, tuple[int, ...]]:
-    """The network MODEL names (without its preprocessing) and its input shape: any model specification
-    (see ``intriguing models``), or a checkpoint PATH with --arch NAME."""
+            data_dir: str | None) -> LoadedModel:
+    """The model MODEL names: any model specification (see ``intriguing models``), or a checkpoint PATH
+    with --arch NAME."""
     if Path(model).suffix in CHECKPOINT_SUFFIXES and not Path(model).is_file():
         raise IntriguingError(f"{model}: no such checkpoint file; check the path, or name a model "
                               "(see `intriguing models`)")
@@ -33,8 +32,7 @@ def resolve(model: str, arch: str | None, options: dict, on: str, seed: int,
         if arch not in (*zoo.names(), *BUILTINS):
             raise unknown_name_error("architecture", arch, [*zoo.names(), *BUILTINS])
         model, options = arch, {**options, "weights": model}
-    loaded = resolve_model(model, **options, seed=seed, on=on, data_dir=data_dir)
-    return loaded.network, loaded.input_shape
+    return resolve_model(model, **options, seed=seed, on=on, data_dir=data_dir)
 
 
 @click.command("lipschitz")
@@ -64,8 +62,12 @@ def command(model: str, arch: str | None, model_options: dict, images: int, pair
     """
     if json_path:
         check_writable(Path(json_path).parent, "--json folder")
-    network, input_shape = resolve(model, arch, model_options, on, seed, data_dir)
+    loaded = resolve(model, arch, model_options, on, seed, data_dir)
+    network, input_shape = loaded.network, loaded.input_shape
     x = pair = None
+    if pairs and input_shape == architectures.INPUT_SHAPE and loaded.num_classes != 10:
+        raise IntriguingError(f"--pairs: model {model} has {loaded.num_classes} classes, but the pairs are attacks on "
+                              "MNIST's 10 digits; leave --pairs out")
     if input_shape == architectures.INPUT_SHAPE and (images or pairs):
         test_images, test_labels = data.load_mnist("test", data_dir)
         x = test_images[:images] if images else None

@@ -41,10 +41,11 @@ def _load(models, weights, options: dict, seed: int, on: str, data_dir: str | No
     names = _column_names(models, weights)
     loaded = {name: resolve_model(spec, **{**options, "weights": w}, seed=seed, on=on, data_dir=data_dir)
               for name, spec, w in zip(names, models, weights)}
-    counts = {name: m.num_classes for name, m in loaded.items()}
-    if len(set(counts.values())) > 1:
-        raise IntriguingError(f"models: every model must have the same classes to share adversarial examples; "
-                              f"got {counts}")
+    for what, of in (("have the same classes", lambda m: m.num_classes),
+                     ("take images of the same channels", lambda m: m.input_shape[0])):
+        counts = {name: of(m) for name, m in loaded.items()}
+        if len(set(counts.values())) > 1:
+            raise IntriguingError(f"models: every model must {what} to share adversarial examples; got {counts}")
     return loaded
 
 
@@ -91,7 +92,6 @@ def command(models: tuple[str, ...], model_options: dict, n: int, gaussian: str,
     stddevs = _stddevs(gaussian)
     weights = _weights_per_model(models, model_options["weights"])
     loaded = _load(models, weights, model_options, seed, on, data_dir)
-    _check_same_channels(loaded)
     first = next(iter(loaded.values()))
     dataset = load_data(first, data, split=split, data_dir=data_dir, limit=n)
     table = cross_model_table({name: m.model for name, m in loaded.items()}, dataset.images, dataset.labels,
@@ -106,11 +106,3 @@ def command(models: tuple[str, ...], model_options: dict, n: int, gaussian: str,
         records.write_json(out, {"settings": settings, "table": table, "environment": records.environment()})
         click.echo(f"wrote {out}")
 
-
-def _check_same_channels(loaded: dict[str, LoadedModel]) -> None:
-    """Every model is run on the same images (each resizes them to its own size, not its channels)."""
-    channels = {name: m.input_shape[0] for name, m in loaded.items()}
-    if len(set(channels.values())) > 1:
-        listed = ", ".join(f"{name}: {c}" for name, c in channels.items())
-        raise IntriguingError(f"models: every model must take images with the same channels to share adversarial "
-                              f"examples; got {listed}")

@@ -93,7 +93,8 @@ def _run(model: nn.Module, x: torch.Tensor, run: Any) -> Any:
             return run()
     except (RuntimeError, ValueError, TypeError, IndexError) as e:
         raise IntriguingError(
-            f"the model does not accept inputs shaped {tuple(x.shape[1:])} (without the batch dimension): {e}"
+            f"the model does not accept inputs shaped {tuple(x.shape[1:])} (without the batch dimension): "
+            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"  # torch.fx appends the graph node on more lines
         ) from None
 
 
