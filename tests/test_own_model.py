@@ -152,6 +152,17 @@ def test_lipschitz_of_your_model(own, tmp_path):
     assert "conv1" in output and len(table["layers"]) >= 4
 
 
+def test_lipschitz_through_the_std_is_the_product_over_min_std(own, tmp_path):
+    """A bug: --std was silently ignored although the help said the bounds grow by 1 / min(std)."""
+    out = tmp_path / "lipschitz.json"
+    output = invoke("lipschitz", own["spec"], "--weights", own["a"], "--images", "0", "--std", "0.5,0.25,0.5",
+                    "--json", str(out))
+    document = json.loads(out.read_text())
+    product = document["table"]["product_bound"]
+    assert document["pixel_bound"] == pytest.approx(4 * product)
+    assert f"in pixel units (through --std, 1 / min(std) = 4): at most **{4 * product:.5g}**" in output
+
+
 @pytest.mark.parametrize("factory, message", [
     ("rgb", r"takes 3-channel images, but without --data the images are MNIST's \(1 channel"),
     ("five", r"has 5 classes, but without --data the images are MNIST's 10 digits"),

@@ -56,10 +56,12 @@ def command(model: str, arch: str | None, model_options: dict, images: int, pair
 
     MODEL is a zoo name (trained, or loaded from the cache), 'alexnet' (Table 5's network), your own
     file.py:factory with --weights (see `intriguing models`), or a safetensors PATH with --arch. The
-    bounds are the network's, after its preprocessing: with --std they grow by 1 / min(std). For
+    bounds are the network's, on the inputs it receives; with --std the model's bound in pixel units is
+    the product divided by min(std) (the normalisation's own Lipschitz constant). For
     MNIST-shaped models the largest input-gradient norm over test images (and, with --pairs, over
     adversarial pairs) shows how far the product bound is from what the network does.
     """
+    # The table is the network's, on the inputs it receives; --mean/--std make pixels into those inputs.
     if json_path:
         check_writable(Path(json_path).parent, "--json folder")
     loaded = resolve(model, arch, model_options, on, seed, data_dir)
@@ -90,9 +92,22 @@ def command(model: str, arch: str | None, model_options: dict, images: int, pair
                                  table.pairs)):
         if value is not None:
             click.echo(f"{label} ({count}): {value:.5g}")
+    pixel_bound = _pixel_bound(loaded, table.product_bound)
+    if pixel_bound is not None:
+        click.echo(f"The model in pixel units (through --std, 1 / min(std) = {pixel_bound / table.product_bound:.5g}): "
+                   f"at most **{pixel_bound:.5g}**.")
     click.echo(f"[{table.seconds:.1f}s, {torch.get_num_threads()} threads]")
     if json_path:
         settings = {"model": model, "arch": arch, "weights": model_options["weights"], "images": images,
                     "pairs": pairs, "tol": tol,
                     "on": on, "seed": seed, "data_dir": data_dir}
-        records.write_json(json_path, {"settings": settings, "table": document, "environment": records.environment()})
+        records.write_json(json_path, {"settings": settings, "table": document, "pixel_bound": pixel_bound,
+                                       "environment": records.environment()})
+
+
+def _pixel_bound(loaded: LoadedModel, product: float) -> float | None:
+    """The bound of pixels -> logits: ``x -> (x - mean) / std`` is Lipschitz with 1 / min(std) in L2 (the
+    model is run at the network's own size, so no resampling), composed with the network's product
+    bound. None without a --std."""
+    std = loaded.model.std
+    return None if std is None else product / float(std.min())
