@@ -172,7 +172,8 @@ def test_own_model_without_data_that_mnist_does_not_fit(tmp_path, factory, messa
     """An RGB model fed MNIST was a conv2d traceback; a 5-class one silently attacked digits 0-4 only."""
     path = tmp_path / "misfits.py"
     path.write_text("from torch import nn\n"
-                    "def rgb():\n    return nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 26 * 26, 10))\n"
+                    "def rgb():\n"
+                    "    return nn.Sequential(nn.Conv2d(3, 2, 3), nn.Flatten(), nn.Linear(2 * 26 * 26, 10))\n"
                     "def five():\n    return nn.Sequential(nn.Flatten(), nn.Linear(784, 5))\n")
     extra = {"attack": ["--n", "1"], "units": ["--layer", "1", "--out", str(tmp_path / "u")], "transfer": ["--n", "1"]}
     result = CliRunner().invoke(cli.main, [command, f"{path}:{factory}", "--size", "28", *extra[command]])
