@@ -207,6 +207,24 @@ def test_npz_labels_follow_its_class_names_into_the_models_order(tmp_path):
     assert [data.class_names[i] for i in data.labels.tolist()] == ["cat", "dog"]
 
 
+def test_npz_class_names_stored_as_bytes_read_as_text(tmp_path):
+    """A bug: np.savez(class_names=np.array([b"cat", b"dog"])) (what h5py and many converters give) read
+    back as the names "b'cat'" and "b'dog'", which name none of the model's classes."""
+    path = tmp_path / "d.npz"
+    np.savez(path, images=np.zeros((2, 4, 4, 3), np.uint8), labels=np.array([0, 1]),
+             class_names=np.array([b"cat", b"dog"]))
+    assert load_images(path).class_names == ["cat", "dog"]
+    data = load_images(path, class_names=["dog", "cat"])
+    assert [data.class_names[i] for i in data.labels.tolist()] == ["cat", "dog"]
+
+
+def test_class_names_given_as_one_string_are_refused(tmp_path):
+    """A bug: class_names="catdog" was taken as the names c, a, t, d, o, g."""
+    _png(tmp_path / "cat" / "a.png")
+    with pytest.raises(IntriguingError, match="class_names: expected a list of names, one per class, got a string"):
+        load_images(tmp_path, class_names="catdog")
+
+
 def test_class_folders_partly_named_after_the_model_are_an_error(tmp_path):
     """Folders 'cat' and 'dog' for a model with classes dog, bird: numbering them in sorted order would
     label every cat a dog; naming the folder that matches no class is the only safe answer."""

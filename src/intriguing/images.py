@@ -83,6 +83,8 @@ def load_images(path: str | os.PathLike, *, size: int | Sequence[int] | None = N
     ``limit`` keeps the first ``limit`` images (in sorted file order).
     """
     path = Path(path)
+    if isinstance(class_names, str):
+        raise IntriguingError("class_names: expected a list of names, one per class, got a string")
     if channels not in (None, 1, 3):
         raise IntriguingError(f"channels: expected 1 or 3, got {channels!r}")
     if limit is not None and limit < 1:
@@ -291,7 +293,8 @@ def load_npz(path: str | os.PathLike, *, size: int | Sequence[int] | None = None
     pair = size_pair(size, "size")
     if pair is not None and tuple(images.shape[-2:]) != pair:
         images = resample(images, pair).clamp(0, 1)
-    stored = [str(c) for c in arrays["class_names"].tolist()] if "class_names" in arrays else None
+    stored = [c.decode() if isinstance(c, bytes) else str(c)  # bytes: from h5py and many converters
+              for c in arrays["class_names"].tolist()] if "class_names" in arrays else None
     labels = _to_model_classes(path, labels, stored, class_names)
     names = list(class_names or stored or [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)])
     _check_range(labels, names, class_names, str(path))
