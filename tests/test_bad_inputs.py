@@ -419,3 +419,19 @@ def test_a_file_system_error_while_writing_is_one_line(tmp_path, monkeypatch):
         records.write_json(tmp_path / "r.json", {"a": 1})
     assert list(tmp_path.iterdir()) == []
 
+
+
+def test_warnings_on_the_command_line_are_one_line_each(tmp_path):
+    """A damaged stored section is recomputed with a warning; Python's format printed the source file, line
+    and code of the warning call around it."""
+    out = tmp_path / "run"
+    assert invoke("reproduce", "--preset", "smoke", "--only", "table4", "--out", str(out), "--workers", "1",
+                  "--no-progress").exit_code == 0
+    (out / "sections" / "table4.json").write_text("garbage")
+    done = invoke("reproduce", "--preset", "smoke", "--only", "table4", "--out", str(out), "--workers", "1",
+                  "--no-progress")
+    assert done.exit_code == 0, done.output
+    warned = [line for line in done.output.splitlines() if "damaged" in line]
+    assert warned == [f"warning: {out / 'sections' / 'table4.json'} is damaged (JSONDecodeError: Expecting value: "
+                      "line 1 column 1 (char 0)); recomputing section 'table4'"]
+    assert "UserWarning" not in done.output and "stored(ctx, s)" not in done.output

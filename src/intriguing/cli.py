@@ -13,6 +13,7 @@ import shlex
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator
 
 import click
@@ -53,10 +54,19 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show each warning while a command runs as ``warning: message``, one line on stderr: Python's format
+    adds the file, line and source of the ``warnings.warn`` call, which tells a user nothing."""
+    with warnings.catch_warnings():
+        warnings.showwarning = lambda message, *_args, **_kwargs: click.echo(f"warning: {message}", err=True)
+        yield
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
-            with _sigterm_as_interrupt():
+            with _sigterm_as_interrupt(), _one_line_warnings():
                 return super().invoke(ctx)
         except IntriguingError as e:
             click.echo(f"error: {e}", err=True)
