@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from intriguing.errors import IntriguingError, check_labels
-from intriguing.models import name_key
+from intriguing.models import class_matches, name_key
 from intriguing.records import write_bytes
 from intriguing.preprocessing import resample, size_pair
 
@@ -137,7 +137,7 @@ def _model_indices(names: Sequence[str], class_names: Sequence[str] | None, what
         return None
     model_names = [str(c) for c in class_names]
     keys = [name_key(c) for c in model_names]  # computed once: ImageNet has 1000 classes
-    found = {name: _matches(name, model_names, keys) for name in names}
+    found = {name: class_matches(model_names, name, keys) for name in names}
     ambiguous = [f"{n!r} ({', '.join(map(str, m))})" for n, m in found.items() if len(m) > 1]
     if ambiguous:
         raise IntriguingError(f"{what} {', '.join(ambiguous[:MAX_LISTED])} name several of the model's classes; "
@@ -151,16 +151,6 @@ def _model_indices(names: Sequence[str], class_names: Sequence[str] | None, what
         raise IntriguingError(f"{what} {listed} name none of the model's {len(class_names)} classes{others}; rename "
                               "them to the model's class names (or indices), or use a model with those classes")
     return None
-
-
-def _matches(name: str, class_names: list[str], keys: list[str]) -> list[int]:
-    exact = [i for i, c in enumerate(class_names) if c == name]
-    if exact:
-        return exact
-    key = name_key(name)
-    keyed = [i for i, k in enumerate(keys) if k == key]
-    index_given = name.isdigit() and int(name) < len(class_names)
-    return keyed or ([int(name)] if index_given else [])
 
 
 def _csv_entries(root: Path, csv_path: Path, class_names) -> tuple[list[tuple[Path, int]], list[str]]:

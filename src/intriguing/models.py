@@ -124,21 +124,28 @@ def class_index(class_names: Sequence[str], name: str | int) -> int:
     classes (ImageNet has two "crane"s) is an error listing their indices.
     """
     text = str(name).strip()
-    found = [i for i, c in enumerate(class_names) if c == text]
-    if not found:
-        key = name_key(text)
-        found = [i for i, c in enumerate(class_names) if name_key(c) == key]
+    found = class_matches(class_names, text)
     if len(found) > 1:
         listed = ", ".join(map(str, found))
         raise IntriguingError(f"class {text!r} names {len(found)} classes ({listed}); give the index")
     if found:
         return found[0]
     if text.lstrip("-").isdigit():
-        index = int(text)
-        if 0 <= index < len(class_names):
-            return index
-        raise IntriguingError(f"class index {index}: the model has classes 0 to {len(class_names) - 1}")
+        raise IntriguingError(f"class index {int(text)}: the model has classes 0 to {len(class_names) - 1}")
     raise _unknown_class(text, class_names)
+
+
+def class_matches(class_names: Sequence[str], name: str, keys: Sequence[str] | None = None) -> list[int]:
+    """Every index ``name`` may mean: the classes named exactly so, else those equal under :func:`name_key`
+    (``keys``: the class names' keys, for a caller matching many names), else ``name`` read as an index in
+    range; none is ``[]``, several are ambiguous (ImageNet has two "crane"s)."""
+    found = [i for i, c in enumerate(class_names) if c == name]
+    if not found:
+        key = name_key(name)
+        found = [i for i, k in enumerate(keys if keys is not None else map(name_key, class_names)) if k == key]
+    if not found and name.isdigit() and int(name) < len(class_names):
+        found = [int(name)]
+    return found
 
 
 def _unknown_class(text: str, class_names: Sequence[str]) -> IntriguingError:
