@@ -41,7 +41,7 @@ from torch import nn
 
 from intriguing.attacks.criteria import SAFE_MARGIN, Criterion
 from intriguing.attacks.projection import matvec, project_to_polyhedron
-from intriguing.chains import chain_of
+from intriguing.chains import Chain, chain_of
 from intriguing.errors import IntriguingError
 
 FLIPS = 6  # neighbouring regions tried per row and round: across the ReLU hyperplanes closest to the solution
@@ -54,11 +54,8 @@ Verify = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor
 
 
 @dataclass(frozen=True)
-class ReluChain:
-    """The weights and biases of a ``Linear``/``ReLU`` chain (float64, on the inputs' device)."""
-
-    weights: tuple[torch.Tensor, ...]
-    biases: tuple[torch.Tensor, ...]
+class ReluChain(Chain):
+    """A :class:`~intriguing.chains.Chain` of ``Linear`` layers and ReLUs, on the inputs' device (float64)."""
 
     @staticmethod
     def of(model: nn.Module, m: int, device: torch.device) -> ReluChain | None:
@@ -73,7 +70,8 @@ class ReluChain:
             return None
         if chain.input_size != m:
             return None
-        return ReluChain(tuple(w.to(device) for w in chain.weights), tuple(b.to(device) for b in chain.biases))
+        return ReluChain(tuple(w.to(device) for w in chain.weights), tuple(b.to(device) for b in chain.biases),
+                         chain.activations)
 
     @property
     def hidden(self) -> int:
@@ -81,11 +79,7 @@ class ReluChain:
 
     def pattern(self, u: torch.Tensor) -> torch.Tensor:
         """Which ReLUs are on at each row of ``u`` (R, m): (R, hidden) bool, layer after layer."""
-        on, h = [], u.double()
-        for w, b in zip(self.weights[:-1], self.biases[:-1]):
-            z = h @ w.T + b
-            on.append(z > 0)
-            h = z.clamp_min(0)
+        on = [z > 0 for z in self.pre_activations(u)[:-1]]
         return torch.cat(on, 1) if on else torch.zeros(len(u), 0, dtype=torch.bool, device=u.device)
 
     def region(self, pattern: torch.Tensor, goal: torch.Tensor,

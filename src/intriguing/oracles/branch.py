@@ -325,7 +325,8 @@ def _polish(incumbent: _Incumbent, start: torch.Tensor, deadline: float) -> None
     for ``POLISH_MARGIN`` above the margin so that their solutions pass the float64 check.
     """
     chain, domain = incumbent.chain, incumbent.relax.domain
-    best, _, _ = search_regions(ReluChain(chain.weights, chain.biases), domain.x0[None], start.double()[None],
+    relu_chain = ReluChain(chain.weights, chain.biases, chain.activations)
+    best, _, _ = search_regions(relu_chain, domain.x0[None], start.double()[None],
                                 torch.tensor([incumbent.sq], dtype=torch.float64), torch.tensor([incumbent.target]),
                                 (domain.low, domain.high), POLISH_ROUNDS, incumbent.check,
                                 delta=incumbent.margin + POLISH_MARGIN, deadline=deadline)
