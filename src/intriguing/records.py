@@ -85,14 +85,14 @@ def check_writable(folder: str | os.PathLike, what: str) -> Path:
         probe = probe.parent
     if not probe.is_dir():
         raise IntriguingError(f"{what} {path}: {probe} is a file, not a folder; choose another path")
-    if not os.access(probe, os.W_OK | os.X_OK) or not _can_create_in(probe):
+    if not _can_create_in(probe):
         raise IntriguingError(f"{what} {path}: cannot create files in {probe}; choose a folder you can write to")
     return path
 
 
 def _can_create_in(folder: Path) -> bool:
-    """Whether a file can be created in ``folder``: what ``os.access`` cannot tell for root, or on
-    file systems such as ``/proc`` or a read-only mount."""
+    """Whether a file can be created in ``folder``, by creating one: ``os.access`` says yes to root
+    everywhere, even on ``/proc`` or a read-only mount."""
     try:
         with tempfile.TemporaryFile(dir=folder):
             return True

@@ -61,7 +61,6 @@ def command(model: str, arch: str | None, model_options: dict, images: int, pair
     MNIST-shaped models the largest input-gradient norm over test images (and, with --pairs, over
     adversarial pairs) shows how far the product bound is from what the network does.
     """
-    # The table is the network's, on the inputs it receives; --mean/--std make pixels into those inputs.
     if json_path:
         check_writable(Path(json_path).parent, "--json folder")
     loaded = resolve(model, arch, model_options, on, seed, data_dir)

@@ -105,4 +105,3 @@ def command(models: tuple[str, ...], model_options: dict, n: int, gaussian: str,
                     "data": data or f"MNIST {split}", "on": on}
         records.write_json(out, {"settings": settings, "table": table, "environment": records.environment()})
         click.echo(f"wrote {out}")
-
