@@ -96,3 +96,39 @@ def test_no_module_is_longer_than_a_reader_can_hold(name):
 
 def test_code_comments_cite_nothing_outside_the_repository():
     assert [name for name, path in MODULES.items() if "STYLE.md" in path.read_text(encoding="utf-8")] == []
+
+
+
+def reached_from(starts: list[str]) -> set[str]:
+    """``starts`` and every module they import, directly or not."""
+    todo, reached = list(starts), set()
+    while todo:
+        name = todo.pop()
+        if name not in reached:
+            reached.add(name)
+            todo.extend(imported(name))
+    return reached
+
+
+def not_keyed(computing: set[str], key: tuple[str, ...]) -> list[str]:
+    """The modules of ``computing`` that a code version over the packages ``key`` misses."""
+    keyed = {m for m in MODULES if any(m == p or m.startswith(p + ".") for p in key)}
+    infrastructure = {"intriguing", "intriguing.errors", "intriguing.records", "intriguing.versions"}
+    return sorted(computing - keyed - infrastructure)
+
+
+def test_stored_results_are_keyed_by_all_the_code_that_computes_them():
+    """A stored section or unit of work is reused while the library code in ``runner.kept.LIBRARY`` is
+    unchanged. A module the paper's sections reach that LIBRARY misses (the exact solver, the chains the
+    bounds are computed on) would let a fixed bug's old numbers be reused silently."""
+    from intriguing.runner.kept import LIBRARY
+
+    reached = reached_from([m for m in MODULES if m.startswith("intriguing.paper.sections")] + ["intriguing.runner.work"])
+    assert not_keyed({m for m in reached if not is_upper(m)} | {"intriguing.runner.work"}, LIBRARY) == []
+
+
+def test_cached_checkpoints_are_keyed_by_all_the_training_code():
+    """The same for the zoo's checkpoints: a cached model is one the current training code would train."""
+    from intriguing.zoo import TRAINING_CODE
+
+    assert not_keyed(reached_from(list(TRAINING_CODE)), TRAINING_CODE) == []

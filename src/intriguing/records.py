@@ -15,34 +15,52 @@ import platform
 import subprocess
 import sys
 import tempfile
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from intriguing.errors import IntriguingError
 
+T = TypeVar("T")
 
-def to_jsonable(obj: Any) -> Any:
-    """Turn dataclasses, tensors, numpy values and paths into plain JSON values (numbers stay numbers)."""
+
+def to_jsonable(obj: Any, *, nan_as_null: bool = True) -> Any:
+    """Turn dataclasses, tensors, numpy values and paths into plain JSON values (numbers stay numbers).
+
+    Standard JSON has no NaN or infinity: they become ``None`` ("not measured") unless ``nan_as_null``
+    is false, for files that only Python's ``json`` reads back (:mod:`intriguing.runner.kept`).
+    """
+    def convert(value: Any) -> Any:
+        return to_jsonable(value, nan_as_null=nan_as_null)
+
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {f.name: convert(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
+        return {str(k): convert(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
+        return [convert(v) for v in obj]
     if isinstance(obj, torch.Tensor):
-        return to_jsonable(obj.detach().cpu().tolist())
+        return convert(obj.detach().cpu().tolist())
     if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
+        return convert(obj.tolist())
     if isinstance(obj, np.generic):
-        return to_jsonable(obj.item())
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None  # JSON has no NaN/inf; None reads back as "not measured"
+        return convert(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj) and nan_as_null:
+        return None
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+def from_jsonable(cls: type[T], raw: dict[str, Any]) -> T:
+    """The dataclass ``cls`` back from :func:`to_jsonable`'s dict. Fields typed as dataclasses are rebuilt
+    too; other values stay as JSON gave them (lists stay lists)."""
+    hints = typing.get_type_hints(cls)
+    return cls(**{f.name: from_jsonable(hints[f.name], raw[f.name]) if dataclasses.is_dataclass(hints[f.name])
+                  else raw[f.name] for f in dataclasses.fields(cls)})
 
 
 def _umask() -> int:

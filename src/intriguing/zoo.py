@@ -37,7 +37,7 @@ from intriguing.versions import code_version
 
 CACHE_ENV = "INTRIGUING_CACHE"
 # The code whose changes change trained weights: a new version of it makes every checkpoint stale.
-TRAINING_CODE = ("intriguing.training", "intriguing.architectures")
+TRAINING_CODE = ("intriguing.training", "intriguing.architectures", "intriguing.seeding", "intriguing.numerics")
 
 
 @dataclass(frozen=True)

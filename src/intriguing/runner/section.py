@@ -17,6 +17,7 @@ from typing import Any
 from intriguing import data
 from intriguing.runner.backends import Backend
 from intriguing.runner.backends.inprocess import InProcess
+from intriguing.runner.kept import kept_map
 
 PRESETS = ("smoke", "default", "full")
 DEFAULT_ESTIMATE_SECONDS = 60.0
@@ -64,9 +65,14 @@ class Context:
         """Report the current step of the running section (``fraction`` of it done, if known)."""
         self.on_stage(text, fraction)
 
-    def map(self, function: Callable[[Any], Any], specs: Sequence[Any], what: str, share: float = 1.0) -> list[Any]:
+    def map(self, function: Callable[[Any], Any], specs: Sequence[Any], what: str, share: float = 1.0,
+            keep: Callable[[Any], Any] | None = None) -> list[Any]:
         """``function`` over ``specs`` on :attr:`backend` (units of work, results in ``specs``' order), with
-        the stage line counting finished units: ``"<what>: 3/8"``; ``share`` of the section is this work."""
+        the stage line counting finished units: ``"<what>: 3/8"``; ``share`` of the section is this work.
+
+        With ``keep``, each result is kept under ``OUT/units`` as it arrives and a rerun reads it back
+        (:func:`~intriguing.runner.kept.kept_map`; ``keep`` rebuilds a result from its JSON form): for
+        units long enough that losing them to a kill would cost real time."""
         done = 0
 
         def advance(_: int, __: Any) -> None:
@@ -75,6 +81,9 @@ class Context:
             self.stage(f"{what}: {done}/{len(specs)}", share * done / max(len(specs), 1))
 
         self.stage(f"{what}: 0/{len(specs)}", 0.0)
+        if keep is not None:
+            return kept_map(self.backend, function, specs, self.out / "units", keep, device=self.device,
+                            on_result=advance)
         return self.backend.map(function, specs, on_result=advance)
 
 

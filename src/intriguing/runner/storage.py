@@ -16,18 +16,9 @@ from typing import Any
 
 from intriguing import records
 from intriguing.errors import IntriguingError
+from intriguing.runner.kept import library_version, record_digest
 from intriguing.runner.section import Context, Section
 from intriguing.versions import code_version
-
-# The library's code: a change to any of it can change a section's numbers.
-LIBRARY = ("intriguing.attacks", "intriguing.transfer", "intriguing.units", "intriguing.spectral",
-           "intriguing.advtrain", "intriguing.training", "intriguing.architectures", "intriguing.zoo",
-           "intriguing.data", "intriguing.stats", "intriguing.seeding", "intriguing.checkpoint")
-
-
-def library_version() -> str:
-    """Hash of the library code whose results a stored section holds."""
-    return code_version(*LIBRARY)
 
 
 def config_hash(section: Section, ctx: Context) -> str:
@@ -78,9 +69,3 @@ def store(ctx: Context, section: Section, result: Any, seconds: float) -> dict[s
     record["digest"] = record_digest(record)
     records.write_json(section_path(ctx, section.key), record)
     return record
-
-
-def record_digest(record: dict[str, Any]) -> str:
-    """SHA-256 of a stored record without its digest: a flipped digit is still valid JSON, this is not."""
-    body = {k: v for k, v in record.items() if k != "digest"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, allow_nan=False).encode()).hexdigest()

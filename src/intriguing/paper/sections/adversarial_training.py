@@ -10,13 +10,14 @@ the claims only at the paper's scale.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from intriguing import records, stats
-from intriguing.advtrain import INPUT, AdvTrainConfig, AdvTrainStudyConfig, collect_study, study_jobs
+from intriguing.advtrain import INPUT, AdvTrainConfig, AdvTrainStudyConfig, RunResult, collect_study, study_jobs
 from intriguing.paper.tables import paper
 from intriguing.paper.verdicts import all_positive, gap, listed, undecided_note, welch_gap
 from intriguing.report import number, table
@@ -60,7 +61,8 @@ def run(ctx: Context, config: AdvTrainStudyConfig, results: dict[str, Any]) -> d
     jobs = study_jobs(config)
     specs = [work.AdvTrainRun(config, variant, seed, work.absolute_data_dir(ctx.data_dir)) for variant, seed in jobs]
     start = time.perf_counter()
-    runs = ctx.map(work.adv_train_run, specs, "adversarial training runs")
+    runs = ctx.map(work.adv_train_run, specs, "adversarial training runs",
+                   keep=functools.partial(records.from_jsonable, RunResult))
     return records.to_jsonable(collect_study(config, runs, time.perf_counter() - start, ctx.data_dir))
 
 

@@ -61,7 +61,7 @@ def run(ctx: Context, s: Settings, _: dict) -> dict[str, Any]:
     trained = model.load()
     correct, target = work.exact_choice(trained.model.eval(), s.examples, s.seed, model.data_dir)
     specs = [work.ExactExamples(model, (i,), (t,), s.time_limit) for i, t in zip(correct.tolist(), target.tolist())]
-    out = joined(ctx.map(work.exact_examples, specs, "examples solved exactly"))
+    out = joined(ctx.map(work.exact_examples, specs, "examples solved exactly", keep=dict))
     return {"model": s.model, "test_error": trained.record.test_error, "time_limit": s.time_limit,
             "indices": correct.tolist(), "targets": target.tolist(), **out}
 

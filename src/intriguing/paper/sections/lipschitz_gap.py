@@ -47,7 +47,7 @@ def run(ctx: Context, s: Settings, _: dict) -> dict[str, Any]:
     one unit of work per model on ``ctx.backend``."""
     specs = [work.LipschitzGap(_model_spec(ctx, s, name), s.images, s.seed, work.absolute_data_dir(ctx.data_dir))
              for name in s.models]
-    rows = ctx.map(work.lipschitz_gap, specs, "models bounded by LipSDP")
+    rows = ctx.map(work.lipschitz_gap, specs, "models bounded by LipSDP", keep=dict)
     images = len(data.load_mnist("test", ctx.data_dir)[0][: s.images])
     return {"images": images, "rows": dict(zip(s.models, rows))}
 

@@ -1,0 +1,103 @@
+"""Units of work whose results outlive a killed run: each kept in a file as it arrives, read back on a rerun.
+
+A section is stored only once it has finished (:mod:`intriguing.runner.storage`). For the full
+preset's longest sections that is too coarse: 18 adversarial-training runs of about 20 minutes each,
+50 exact problems with a 10-minute limit each. A run killed in their middle lost hours of work. Their
+units are kept one file each, ``OUT/units/<unit>-<key>.json``, keyed by the unit's spec and the
+library's code (as attack shards and checkpoints are), so a rerun redoes only the units that were
+in flight.
+
+Every result, fresh or read back, goes through the same JSON form and the same ``rebuild``, so a
+resumed run gives the numbers of an uninterrupted one. These files keep NaN (an unsolved problem's
+distortion) as NaN; only this module reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from intriguing import records
+from intriguing.errors import IntriguingError
+from intriguing.runner.backends import Backend
+from intriguing.runner.backends.base import OnResult
+from intriguing.versions import code_version
+
+# The library's code: a change to any of it can change a stored section's or unit's numbers.
+LIBRARY = ("intriguing.attacks", "intriguing.transfer", "intriguing.units", "intriguing.spectral",
+           "intriguing.advtrain", "intriguing.training", "intriguing.architectures", "intriguing.zoo",
+           "intriguing.data", "intriguing.stats", "intriguing.seeding", "intriguing.checkpoint",
+           "intriguing.oracles", "intriguing.chains", "intriguing.numerics", "intriguing.models",
+           "intriguing.preprocessing", "intriguing.alexnet", "intriguing.efficientnet", "intriguing.imagenet",
+           "intriguing.devices", "intriguing.runner.work")
+
+
+def library_version() -> str:
+    """Hash of the library code whose results a stored section or unit holds."""
+    return code_version(*LIBRARY)
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """SHA-256 of a stored record without its digest: a flipped digit is still valid JSON, this is not."""
+    body = {k: v for k, v in record.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def unit_key(function: Callable[[Any], Any], spec: Any, device: str = "cpu") -> str:
+    """Names what a unit's result depends on: the unit, its spec (a frozen dataclass, whose ``repr``
+    holds every setting) and the library code; another device gives other floats."""
+    blob = json.dumps({"unit": f"{function.__module__}.{function.__qualname__}", "spec": repr(spec),
+                       "library": library_version(), **({"device": device} if device != "cpu" else {})},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def kept_map(backend: Backend, function: Callable[[Any], Any], specs: Sequence[Any], folder: Path,
+             rebuild: Callable[[Any], Any], *, device: str = "cpu", on_result: OnResult | None = None) -> list[Any]:
+    """``function`` over ``specs`` on ``backend``, each result kept in ``folder`` as it arrives and read
+    back instead of recomputed on a rerun; ``rebuild`` makes a result from its JSON form (e.g. ``dict``,
+    or a dataclass through :func:`intriguing.records.from_jsonable`). ``on_result`` hears of every
+    unit, kept ones first."""
+    paths = [folder / f"{function.__name__}-{unit_key(function, spec, device)}.json" for spec in specs]
+    raw = [_read(path) for path in paths]
+    results: list[Any] = [None if r is None else rebuild(r) for r in raw]
+    missing = [i for i, r in enumerate(raw) if r is None]
+    for i in (i for i, r in enumerate(raw) if r is not None):
+        if on_result is not None:
+            on_result(i, results[i])
+
+    def keep(j: int, result: Any) -> None:
+        i = missing[j]
+        jsonable = records.to_jsonable(result, nan_as_null=False)
+        _write(paths[i], jsonable)
+        results[i] = rebuild(jsonable)
+        if on_result is not None:
+            on_result(i, results[i])
+
+    backend.map(function, [specs[i] for i in missing], on_result=keep)
+    return results
+
+
+def _write(path: Path, result: Any) -> None:
+    record = {"result": result}
+    record["digest"] = record_digest(record)
+    records.write_bytes(path, (json.dumps(record) + "\n").encode())
+
+
+def _read(path: Path) -> Any | None:
+    """A kept result, or None where there is none to trust (absent, damaged: reported and recomputed)."""
+    if not path.is_file():
+        return None
+    try:
+        record = records.read_json(path)
+    except IntriguingError as e:
+        warnings.warn(f"{e}; recomputing that unit", stacklevel=3)
+        return None
+    if not isinstance(record, dict) or "result" not in record or record.get("digest") != record_digest(record):
+        warnings.warn(f"{path} is damaged (its digest does not match); recomputing that unit", stacklevel=3)
+        return None
+    return record["result"]
