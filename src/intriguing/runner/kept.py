@@ -63,11 +63,11 @@ def kept_map(backend: Backend, function: Callable[[Any], Any], specs: Sequence[A
     or a dataclass through :func:`intriguing.records.from_jsonable`). ``on_result`` hears of every
     unit, kept ones first."""
     paths = [folder / f"{function.__name__}-{unit_key(function, spec, device)}.json" for spec in specs]
-    raw = [_read(path) for path in paths]
-    results: list[Any] = [None if r is None else rebuild(r) for r in raw]
-    missing = [i for i, r in enumerate(raw) if r is None]
-    for i in (i for i, r in enumerate(raw) if r is not None):
-        if on_result is not None:
+    kept = [read_record(path, "that unit") for path in paths]
+    results: list[Any] = [None if record is None else rebuild(record["result"]) for record in kept]
+    missing = [i for i, record in enumerate(kept) if record is None]
+    for i, record in enumerate(kept):
+        if record is not None and on_result is not None:
             on_result(i, results[i])
 
     def keep(j: int, result: Any) -> None:
@@ -88,16 +88,20 @@ def _write(path: Path, result: Any) -> None:
     records.write_bytes(path, (json.dumps(record) + "\n").encode())
 
 
-def _read(path: Path) -> Any | None:
-    """A kept result, or None where there is none to trust (absent, damaged: reported and recomputed)."""
+def read_record(path: Path, what: str) -> dict[str, Any] | None:
+    """A stored record (a dict with its ``result`` and ``digest``), or None where there is none to trust:
+    absent, or damaged (reported, and ``what`` recomputed)."""
     if not path.is_file():
         return None
     try:
         record = records.read_json(path)
     except IntriguingError as e:
-        warnings.warn(f"{e}; recomputing that unit", stacklevel=3)
+        warnings.warn(f"{e}; recomputing {what}", stacklevel=3)
         return None
-    if not isinstance(record, dict) or "result" not in record or record.get("digest") != record_digest(record):
-        warnings.warn(f"{path} is damaged (its digest does not match); recomputing that unit", stacklevel=3)
+    if not isinstance(record, dict) or "result" not in record:
+        warnings.warn(f"{path} is not a stored result; recomputing {what}", stacklevel=3)
         return None
-    return record["result"]
+    if record.get("digest") != record_digest(record):
+        warnings.warn(f"{path} is damaged (its digest does not match); recomputing {what}", stacklevel=3)
+        return None
+    return record

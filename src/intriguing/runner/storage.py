@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
 from intriguing import records
-from intriguing.errors import IntriguingError
-from intriguing.runner.kept import library_version, record_digest
+from intriguing.runner.kept import library_version, read_record, record_digest
 from intriguing.runner.section import Context, Section
 from intriguing.versions import code_version
 
@@ -42,20 +40,8 @@ def section_path(ctx: Context, key: str) -> Path:
 
 def stored(ctx: Context, section: Section) -> dict[str, Any] | None:
     """The section's saved record if it was computed with the current configuration and code, else None."""
-    path = section_path(ctx, section.key)
-    if not path.is_file():
-        return None
-    try:
-        record = records.read_json(path)
-    except IntriguingError as e:
-        warnings.warn(f"{e}; recomputing section {section.key!r}", stacklevel=2)
-        return None
-    if not isinstance(record, dict) or "result" not in record:
-        warnings.warn(f"{path} is not a stored section; recomputing section {section.key!r}", stacklevel=2)
-        return None
-    if record.get("digest") != record_digest(record):
-        warnings.warn(f"{path} is damaged (its digest does not match); recomputing section {section.key!r}",
-                      stacklevel=2)
+    record = read_record(section_path(ctx, section.key), f"section {section.key!r}")
+    if record is None:
         return None
     if isinstance(record["result"], dict) and "skipped" in record["result"]:
         return None  # a section skipped for a missing optional extra runs again once it is installed
