@@ -146,7 +146,7 @@ def test_npz_uint8_nhwc_and_float_nchw(tmp_path):
     ({"images": np.zeros((2, 1, 4, 4), np.float32)}, "missing array.*labels"),
     ({"images": np.full((2, 1, 4, 4), 2.0, np.float32), "labels": np.array([0, 1])}, r"must lie in \[0, 1\]"),
     ({"images": np.zeros((2, 1, 4, 4), np.float32), "labels": np.array([0, 1, 1])}, r"expected shape \(2,\)"),
-    ({"images": np.zeros((2, 1, 4, 4), np.float32), "labels": np.array([0.0, 1.0])}, "integer class indices"),
+    ({"images": np.zeros((2, 1, 4, 4), np.float32), "labels": np.array([0.0, 1.5])}, "not a whole class index"),
     ({"images": np.zeros((2, 5, 4, 4), np.float32), "labels": np.array([0, 1])}, "C 1 or 3"),
     ({"images": np.zeros((2, 1, 4, 4), np.float32), "labels": np.array([0, 9])}, r"class indices must lie in \[0, 2\]"),
 ])

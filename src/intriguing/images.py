@@ -4,22 +4,27 @@ Two layouts of a folder are understood:
 
 * one subfolder per class (``cats/001.png``, ``dogs/002.jpg``): the model's classes when its names
   are given and the folders name them (``ostrich/`` or ``Great_White_Shark/``: as ``--target``
-  matches), else (a model whose classes are bare indices) in sorted order; hidden files skipped;
+  matches), else (a model whose classes are bare indices) in sorted order; hidden files skipped, and
+  a warning names the images it skips (beside the class folders, or in subfolders of one);
 * a flat folder with a labels CSV (``labels.csv`` in it, or any file given as ``labels``) of
-  ``filename,label`` rows, a label being a class index or a class name.
+  ``filename,label`` rows, a label being a class index or a class name (:mod:`intriguing.image_labels`);
+  a warning names the folder's images that the CSV does not list.
 
-A ``.npz`` holds ``images`` (N, C, H, W) or (N, H, W, C) or (N, H, W), uint8 in 0..255 or floats in
-[0, 1], and ``labels`` (N,) indexing its optional ``class_names`` (renumbered into the model's
-order when they name its classes). Every image becomes float32 in [0, 1]:
-the box in which the paper's attack (Section 4.1) measures distortion. Problems are collected and
-reported together, one clear line each, so a broken folder is fixed in one go.
+Pixels are decoded by :mod:`intriguing.pixels` (EXIF orientation applied, transparency on white,
+16-bit images by 65535). A ``.npz`` holds ``images`` (N, C, H, W) or (N, H, W, C) or (N, H, W), uint8
+in 0..255, uint16 in 0..65535 or floats in [0, 1], and ``labels`` (N,) indexing its optional
+``class_names`` (renumbered into the model's order when they name its classes); it is read without
+unpickling anything. Every image becomes float32 in [0, 1]: the box in which the paper's attack
+(Section 4.1) measures distortion. Problems are collected and reported together, one clear line each,
+so a broken folder is fixed in one go.
 """
 
 from __future__ import annotations
 
-import csv
 import io
 import os
+import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,14 +32,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from intriguing.errors import IntriguingError, check_labels
-from intriguing.models import class_matches, name_key
+from intriguing import pixels
+from intriguing.errors import IntriguingError
+from intriguing.image_labels import (
+    MAX_LISTED, Problems, check_listed_once, check_range, csv_class_names, index_names, label_index, model_indices,
+    npz_labels, read_csv,
+)
+from intriguing.pixels import IMAGE_SUFFIXES
 from intriguing.records import write_bytes
 from intriguing.preprocessing import resample, size_pair
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 LABELS_FILE = "labels.csv"
-MAX_LISTED = 8  # problems listed in one error; the rest are counted
+NPZ_ARRAYS = ("images", "labels", "class_names")  # the only arrays read: any other may hold anything
 
 
 @dataclass
@@ -55,23 +64,6 @@ class ImageSet:
         return ImageSet(self.images.to(device), self.labels.to(device), self.class_names, self.files, self.source)
 
 
-class _Problems:
-    """Collects the problems of one load and raises them together as one error."""
-
-    def __init__(self, where: str):
-        self.where, self.lines = where, []
-
-    def add(self, line: str) -> None:
-        self.lines.append(line)
-
-    def raise_if_any(self) -> None:
-        if not self.lines:
-            return
-        shown = self.lines[:MAX_LISTED]
-        more = f"; and {len(self.lines) - MAX_LISTED} more" if len(self.lines) > MAX_LISTED else ""
-        raise IntriguingError(f"{self.where}: {len(self.lines)} problem(s): " + "; ".join(shown) + more)
-
-
 def load_images(path: str | os.PathLike, *, size: int | Sequence[int] | None = None, channels: int | None = None,
                 class_names: Sequence[str] | None = None, labels: str | os.PathLike | None = None,
                 limit: int | None = None) -> ImageSet:
@@ -89,7 +81,7 @@ def load_images(path: str | os.PathLike, *, size: int | Sequence[int] | None = N
         raise IntriguingError(f"channels: expected 1 or 3, got {channels!r}")
     if limit is not None and limit < 1:
         raise IntriguingError(f"limit: expected at least 1 image, got {limit}")
-    if path.is_file() and path.suffix == ".npz":
+    if path.is_file() and path.suffix.lower() == ".npz":
         return load_npz(path, size=size, channels=channels, class_names=class_names, limit=limit)
     if not path.is_dir():
         what = "no such folder or file" if not path.exists() else "expected a folder of images or a .npz file"
@@ -98,8 +90,20 @@ def load_images(path: str | os.PathLike, *, size: int | Sequence[int] | None = N
     entries = entries[:limit] if limit else entries
     images = _decode_all(path, [f for f, _ in entries], size_pair(size, "size"), channels)
     tensor = torch.tensor([lab for _, lab in entries], dtype=torch.int64)
-    _check_range(tensor, names, class_names, str(path))
+    check_range(tensor, names, class_names, str(path), [os.path.relpath(f, path) for f, _ in entries])
     return ImageSet(images, tensor, list(class_names or names), [str(f) for f, _ in entries], str(path))
+
+
+def _listing(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as e:
+        raise IntriguingError(f"cannot list folder {folder} ({e}); check its permissions") from None
+
+
+def _images_in(listing: list[Path]) -> list[Path]:
+    """Image files by suffix; hidden ones skipped (.DS_Store, macOS's ._name.png)."""
+    return [p for p in listing if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
 
 
 def _folder_entries(root: Path, labels, class_names) -> tuple[list[tuple[Path, int]], list[str]]:
@@ -107,132 +111,99 @@ def _folder_entries(root: Path, labels, class_names) -> tuple[list[tuple[Path, i
     csv_path = Path(labels) if labels is not None else root / LABELS_FILE
     if labels is not None or csv_path.is_file():
         return _csv_entries(root, csv_path, class_names)
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    listing = _listing(root)
+    folders = [p for p in listing if p.is_dir() and not p.name.startswith(".")]
+    loose = [p.name for p in _images_in(listing) if p.is_file()]
     if not folders:
-        loose = [p.name for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
         how = (f"found {len(loose)} image(s) but no {LABELS_FILE}; add one with filename,label rows"
                if loose else "it is empty")
         raise IntriguingError(
             f"{root}: expected one subfolder of images per class, or images with a {LABELS_FILE}; {how}"
         )
+    if loose:
+        warnings.warn(f"{root}: {len(loose)} image(s) beside the class folders are skipped "
+                      f"({', '.join(loose[:MAX_LISTED])}); move each into its class folder", stacklevel=3)
     names = [p.name for p in folders]
-    index = _model_indices(names, class_names, f"{root}: class folder(s)") or list(range(len(names)))
-    problems, entries = _Problems(str(root)), []
+    index = model_indices(names, class_names, f"{root}: class folder(s)") or list(range(len(names)))
+    problems, entries = Problems(str(root)), []
     for folder, label in zip(folders, index):
-        files = sorted(p for p in folder.iterdir()  # hidden files: .DS_Store, macOS's ._name.png
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-        if not files:
-            problems.add(f"class folder {folder.name!r} has no images ({', '.join(IMAGE_SUFFIXES)})")
-        entries += [(f, label) for f in files]
+        entries += [(f, label) for f in _class_files(root, folder, problems)]
     problems.raise_if_any()
     return entries, names
 
 
-def _model_indices(names: Sequence[str], class_names: Sequence[str] | None, what: str) -> list[int] | None:
-    """The model's class index of each of the data's class ``names`` (matched as ``class_index`` does:
-    exactly, then ignoring case, spaces and underscores, then as an index), or ``None`` when the model's
-    classes are bare indices and none is named (the data's own numbering then stands). Any other
-    mismatch is an error: every numbering would silently mislabel some images."""
-    if not class_names:
-        return None
-    model_names = [str(c) for c in class_names]
-    keys = [name_key(c) for c in model_names]  # computed once: ImageNet has 1000 classes
-    found = {name: class_matches(model_names, name, keys) for name in names}
-    ambiguous = [f"{n!r} ({', '.join(map(str, m))})" for n, m in found.items() if len(m) > 1]
-    if ambiguous:
-        raise IntriguingError(f"{what} {', '.join(ambiguous[:MAX_LISTED])} name several of the model's classes; "
-                              "rename each to the index of the class it means")
-    unmatched = [n for n in names if not found[n]]
-    if not unmatched:
-        return [found[n][0] for n in names]
-    if len(unmatched) < len(names) or model_names != [str(i) for i in range(len(model_names))]:
-        listed = ", ".join(repr(n) for n in unmatched[:MAX_LISTED])
-        others = " while the others do" if len(unmatched) < len(names) else ""
-        raise IntriguingError(f"{what} {listed} name none of the model's {len(class_names)} classes{others}; rename "
-                              "them to the model's class names (or indices), or use a model with those classes")
-    return None
+def _class_files(root: Path, folder: Path, problems: Problems) -> list[Path]:
+    """The images of one class folder; a broken link or a folder without images is a problem, and
+    subfolders (not read: a class is one folder) are warned about."""
+    listing = _listing(folder)
+    files = [p for p in _images_in(listing) if p.is_file() or p.is_symlink()]
+    for broken in (p for p in files if not p.is_file()):
+        problems.add(f"{folder.name}/{broken.name} is a link to a missing file")
+    files = [p for p in files if p.is_file()]
+    subfolders = [p.name for p in listing if p.is_dir() and not p.name.startswith(".")]
+    listed = ", ".join(subfolders[:MAX_LISTED])
+    if not files:
+        why = (f"but subfolder(s) {listed}: if those are the classes, give {folder}" if subfolders
+               else f"({', '.join(IMAGE_SUFFIXES)})")
+        problems.add(f"class folder {folder.name!r} has no images {why}")
+    elif subfolders:
+        warnings.warn(f"{root}: class folder {folder.name!r} has subfolder(s) {listed}, whose images are skipped; "
+                      f"move them into {folder.name!r} itself", stacklevel=4)
+    return files
 
 
 def _csv_entries(root: Path, csv_path: Path, class_names) -> tuple[list[tuple[Path, int]], list[str]]:
-    rows = _read_csv(csv_path)
-    problems = _Problems(str(csv_path))
-    text_labels = [label for _, label, _ in rows]
-    names = _csv_class_names(text_labels, class_names, csv_path)
-    lookup = {n: i for i, n in reversed(list(enumerate(names)))}
+    rows = read_csv(csv_path)
+    if not rows:
+        raise IntriguingError(f"{csv_path}: no filename,label rows; add one row per image")
+    problems = Problems(str(csv_path))
+    check_listed_once(rows, problems)
+    values = [label_index(row, problems) for row in rows]
+    names, lookup = csv_class_names(values, class_names, csv_path)
     entries = []
-    for name, label, line in rows:
-        file = root / name
+    for row, value in zip(rows, values):
+        file = root / row.name
         if not file.is_file():
-            problems.add(f"line {line}: no image {name!r} in {root}")
-        elif label.lstrip("-").isdigit():
-            entries.append((file, int(label)))
-        elif label in lookup:
-            entries.append((file, lookup[label]))
-        else:
-            problems.add(f"line {line}: label {label!r} is neither a class index nor a class name")
+            why = "is a link to a missing file" if file.is_symlink() else f"is not in {root}"
+            header = ("; a header row names its columns, e.g. filename,label"
+                      if row.line == 1 and Path(row.name).suffix.lower() not in IMAGE_SUFFIXES else "")
+            problems.add(f"line {row.line}: no image {row.name!r}: it {why}{header}")
+        elif isinstance(value, int):
+            entries.append((file, value))
+        elif value is not None and len(lookup[value]) == 1:
+            entries.append((file, lookup[value][0]))
+        elif value is not None:
+            several = f"names several of the model's classes ({', '.join(map(str, lookup[value]))}); use the index"
+            problems.add(f"line {row.line}: label {value!r} " +
+                         (several if lookup[value] else "is neither a class index nor a class name"))
     problems.raise_if_any()
-    if not entries:
-        raise IntriguingError(f"{csv_path}: no filename,label rows")
+    _warn_unlisted(root, csv_path, [file for file, _ in entries])
     return entries, names
 
 
-def _read_csv(csv_path: Path) -> list[tuple[str, str, int]]:
-    """``(filename, label, line number)`` rows; a header row (``filename,label``) is skipped."""
-    try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            raw = [(row, n) for n, row in enumerate(csv.reader(f), start=1) if any(c.strip() for c in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise IntriguingError(f"{csv_path}: cannot read the labels CSV ({e})") from None
-    bad = [n for row, n in raw if len(row) != 2]
-    if bad:
-        raise IntriguingError(f"{csv_path}: expected 2 columns (filename,label) on every line; lines {bad[:5]} differ")
-    rows = [(row[0].strip(), row[1].strip(), n) for row, n in raw]
-    if rows and rows[0][0].lower() in ("filename", "file", "path", "image"):
-        rows = rows[1:]
-    return rows
-
-
-def _csv_class_names(labels: list[str], class_names, csv_path: Path) -> list[str]:
-    """The model's names if given; else sorted label names, or indices when every label is a number
-    (a mix of both has no numbering to follow)."""
-    if class_names:
-        return [str(c) for c in class_names]
-    named = sorted({label for label in labels if not label.lstrip("-").isdigit()})
-    numbers = sorted({label for label in labels if label.lstrip("-").isdigit()}, key=int)
-    if named and numbers:
-        raise IntriguingError(f"{csv_path}: labels mix class names ({', '.join(map(repr, named[:3]))}) and indices "
-                              f"({', '.join(map(repr, numbers[:3]))}); use one or the other, or give the model's class names")
-    if named:
-        return named
-    top = max((int(label) for label in labels), default=-1)
-    return [str(i) for i in range(top + 1)]
+def _warn_unlisted(root: Path, csv_path: Path, listed: list[Path]) -> None:
+    """Images in the folder that the CSV leaves out are skipped: say so, not silently."""
+    known = {os.path.realpath(f) for f in listed}
+    unlisted = [p.name for p in _images_in(_listing(root)) if p.is_file() and os.path.realpath(p) not in known]
+    if unlisted:
+        warnings.warn(f"{len(unlisted)} image(s) in {root} are not in {csv_path.name}, so skipped "
+                      f"({', '.join(unlisted[:MAX_LISTED])}); add a row for each to use them", stacklevel=5)
 
 
 def _decode_all(root: Path, files: list[Path], size: tuple[int, int] | None, channels: int | None) -> torch.Tensor:
-    """Decode with Pillow into one (N, C, H, W) float32 tensor in [0, 1]."""
-    from PIL import Image, UnidentifiedImageError  # Pillow is needed only for image folders
-
-    problems, decoded = _Problems(str(root)), []
+    """Decode (see :mod:`intriguing.pixels`) into one (N, C, H, W) float32 tensor in [0, 1]."""
+    problems, decoded = Problems(str(root)), []
     for file in files:
         try:
-            with Image.open(file) as image:
-                image.load()
-                decoded.append((file, image.copy()))
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            problems.add(f"cannot read image {file.relative_to(root)} ({type(e).__name__}: {e})")
+            decoded.append((file, pixels.read(file, os.path.relpath(file, root))))
+        except IntriguingError as e:
+            problems.add(str(e))
     problems.raise_if_any()
     if channels is None:
-        channels = 1 if all(im.mode in ("1", "L", "I", "F") or im.mode.startswith("I;16") for _, im in decoded) else 3
+        channels = 1 if all(image.mode in pixels.GREY_MODES for _, image in decoded) else 3
     if size is None:
         _check_same_size(root, decoded)
-    arrays = []
-    for file, image in decoded:
-        try:
-            arrays.append(_to_array(image, channels, size))
-        except IntriguingError as e:
-            problems.add(f"image {file.relative_to(root)}: {e}")
-    problems.raise_if_any()
-    return torch.from_numpy(np.stack(arrays))
+    return torch.from_numpy(np.stack([pixels.to_array(image, channels, size) for _, image in decoded]))
 
 
 def _check_same_size(root: Path, decoded: list) -> None:
@@ -240,68 +211,81 @@ def _check_same_size(root: Path, decoded: list) -> None:
     for file, image in decoded:
         sizes.setdefault(image.size, file)
     if len(sizes) > 1:
-        listed = ", ".join(f"{f.relative_to(root)} is {w}x{h}" for (w, h), f in list(sizes.items())[:3])
+        listed = ", ".join(f"{os.path.relpath(f, root)} is {w}x{h}" for (w, h), f in list(sizes.items())[:3])
         raise IntriguingError(
             f"{root}: images of {len(sizes)} different sizes ({listed}); give a size to resize them to"
         )
-
-
-def _to_array(image, channels: int, size: tuple[int, int] | None) -> np.ndarray:
-    """One image as (C, H, W) float32 in [0, 1]."""
-    from PIL import Image
-
-    if image.mode in ("I", "F") or image.mode.startswith("I;16"):  # 16-bit (either byte order) or float grey
-        top = 1.0 if image.mode == "F" else 65535.0
-        array = np.asarray(image, dtype=np.float32) / top
-        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
-            raise IntriguingError(f"{image.mode} pixels must lie in [0, {top:g}], got [{array.min() * top:.4g}, "
-                                  f"{array.max() * top:.4g}]; save it as 8-bit, or scale it to [0, {top:g}]")
-        image = Image.fromarray(np.round(array * 255.0).astype(np.uint8))
-    image = image.convert("L" if channels == 1 else "RGB")
-    if size is not None and image.size != (size[1], size[0]):
-        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    return array[None] if array.ndim == 2 else array.transpose(2, 0, 1).copy()
 
 
 def load_npz(path: str | os.PathLike, *, size: int | Sequence[int] | None = None, channels: int | None = None,
              class_names: Sequence[str] | None = None, limit: int | None = None) -> ImageSet:
     """Images and labels from a ``.npz`` (keys ``images``, ``labels``, optional ``class_names``)."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except (OSError, ValueError) as e:
-        raise IntriguingError(f"{path}: not a readable .npz without pickled objects ({e})") from None
-    missing = [k for k in ("images", "labels") if k not in arrays]
-    if missing:
-        raise IntriguingError(f"{path}: missing array(s) {', '.join(missing)}; found {', '.join(arrays) or 'none'}")
+    arrays = _npz_arrays(path)
     images = _npz_images(path, arrays["images"], channels)
-    labels = _npz_labels(path, arrays["labels"], len(images))
+    labels, stored = npz_labels(path, arrays["labels"], len(images), _stored_names(path, arrays.get("class_names")))
     if limit:
         images, labels = images[:limit], labels[:limit]
     pair = size_pair(size, "size")
     if pair is not None and tuple(images.shape[-2:]) != pair:
         images = resample(images, pair).clamp(0, 1)
-    stored = [c.decode() if isinstance(c, bytes) else str(c)  # bytes: from h5py and many converters
-              for c in arrays["class_names"].tolist()] if "class_names" in arrays else None
     labels = _to_model_classes(path, labels, stored, class_names)
-    names = list(class_names or stored or [str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0)])
-    _check_range(labels, names, class_names, str(path))
-    return ImageSet(images, labels, names, [f"{path.name}[{i}]" for i in range(len(labels))], str(path))
+    names = list(class_names or stored or index_names(int(labels.max()) if len(labels) else -1, f"{path}: labels"))
+    files = [f"{path.name}[{i}]" for i in range(len(labels))]
+    check_range(labels, names, class_names, str(path), files)
+    return ImageSet(images, labels, names, files, str(path))
+
+
+def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays this module reads, never unpickled: unpickling a file runs whatever code it holds."""
+    if not zipfile.is_zipfile(path):
+        raise IntriguingError(f"{path}: not a .npz file (a zip of .npy arrays, as np.savez writes)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in NPZ_ARRAYS[:2] if k not in data.files]
+            if missing:
+                raise IntriguingError(f"{path}: missing array(s) {', '.join(missing)}; found "
+                                      f"{', '.join(data.files) or 'none'}; save np.savez(path, images=..., labels=...)")
+            return {k: _npz_array(path, data, k) for k in NPZ_ARRAYS if k in data.files}
+    except IntriguingError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise IntriguingError(f"{path}: not a readable .npz ({e})") from None
+
+
+def _npz_array(path: Path, data, key: str) -> np.ndarray:
+    try:
+        return data[key]
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise
+        raise IntriguingError(f"{path}: array {key!r} holds pickled objects (dtype object), which are never unpickled "
+                              "(that could run code); save it as a numeric or text array, e.g. np.stack(...)") from None
+
+
+def _stored_names(path: Path, array: np.ndarray | None) -> list[str] | None:
+    """The file's class names; bytes (from h5py and many converters) read as text."""
+    if array is None:
+        return None
+    if array.ndim != 1:
+        raise IntriguingError(f"{path}: class_names: expected a 1-D array of names, one per class, got shape "
+                              f"{array.shape}")
+    return [c.decode() if isinstance(c, bytes) else str(c) for c in array.tolist()]
 
 
 def _npz_images(path: Path, array: np.ndarray, channels: int | None) -> torch.Tensor:
-    """(N, C, H, W) float32 in [0, 1] from uint8 or float arrays in NCHW, NHWC or NHW layout."""
+    """(N, C, H, W) float32 in [0, 1] from uint8, uint16 or float arrays in NCHW, NHWC or NHW layout."""
     if array.ndim == 3:
         array = array[:, None]
     elif array.ndim == 4 and array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
         array = array.transpose(0, 3, 1, 2)
-    if array.ndim != 4 or array.shape[0] == 0 or array.shape[1] not in (1, 3):
+    if array.ndim != 4 or array.shape[1] not in (1, 3):
         raise IntriguingError(f"{path}: images: expected (N, C, H, W), (N, H, W, C) or (N, H, W) with C 1 or 3, "
                               f"got shape {array.shape}")
-    if array.dtype == np.uint8:
-        tensor = torch.from_numpy(array.astype(np.float32) / 255.0)
+    if array.shape[0] == 0:
+        raise IntriguingError(f"{path}: images: no images (shape {array.shape})")
+    if array.dtype in (np.uint8, np.uint16):
+        tensor = torch.from_numpy(array.astype(np.float32) / float(np.iinfo(array.dtype).max))
     elif np.issubdtype(array.dtype, np.floating):
         tensor = torch.from_numpy(array.astype(np.float32))
         if not torch.isfinite(tensor).all():
@@ -311,7 +295,8 @@ def _npz_images(path: Path, array: np.ndarray, channels: int | None) -> torch.Te
             raise IntriguingError(f"{path}: float images must lie in [0, 1], got range [{low:.4g}, {high:.4g}]; "
                                   "store uint8 or divide by 255")
     else:
-        raise IntriguingError(f"{path}: images: expected uint8 or float pixels, got dtype {array.dtype}")
+        raise IntriguingError(f"{path}: images: expected uint8 (0..255), uint16 (0..65535) or float pixels in [0, 1], "
+                              f"got dtype {array.dtype}; store 0..255 values as images.astype(np.uint8)")
     if channels is not None and tensor.shape[1] != channels:
         tensor = tensor.expand(-1, 3, -1, -1).contiguous() if channels == 3 else _gray(tensor)
     return tensor
@@ -322,10 +307,10 @@ def _to_model_classes(path: Path, labels: torch.Tensor, stored: list[str] | None
     names the same classes differently ordered, so that no label shifts to another class."""
     if not stored or not class_names or stored == [str(c) for c in class_names]:
         return labels
-    index = _model_indices(stored, class_names, f"{path}: class_names")
+    index = model_indices(stored, class_names, f"{path}: class_names")
     if index is None:
         return labels
-    check_labels(labels, f"{path}: labels", len(labels), len(stored))
+    check_range(labels, stored, None, str(path), [f"{path.name}[{i}]" for i in range(len(labels))])
     return torch.tensor(index, dtype=torch.int64)[labels]
 
 
@@ -333,19 +318,6 @@ def _gray(rgb: torch.Tensor) -> torch.Tensor:
     """ITU-R 601 luma, as Pillow's ``convert("L")`` computes it."""
     weights = torch.tensor([0.299, 0.587, 0.114], dtype=rgb.dtype).view(1, 3, 1, 1)
     return (rgb * weights).sum(1, keepdim=True)
-
-
-def _npz_labels(path: Path, array: np.ndarray, n: int) -> torch.Tensor:
-    if not np.issubdtype(array.dtype, np.integer):
-        raise IntriguingError(f"{path}: labels: expected integer class indices, got dtype {array.dtype}")
-    if array.shape != (n,):
-        raise IntriguingError(f"{path}: labels: expected shape ({n},) to match {n} images, got {array.shape}")
-    return torch.from_numpy(array.astype(np.int64))
-
-
-def _check_range(labels: torch.Tensor, names: Sequence[str], model_names, where: str) -> None:
-    """Every label must name a class: of the model when its names are given, else of the data."""
-    check_labels(labels, f"{where}: labels", len(labels), len(model_names) if model_names else len(names))
 
 
 # --- writing images ------------------------------------------------------------------------------
