@@ -51,7 +51,16 @@ def project_to_halfspace(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, low:
 
 def project_to_polyhedron(x: torch.Tensor, A: torch.Tensor, b: torch.Tensor, low: float, high: float,
                           tol: float = 1e-7, iterations: int = 30) -> torch.Tensor:
-    """Per row, the point of the box closest to ``x`` with ``A u >= b`` (k half-spaces; A (B, k, m), b (B, k)).
+    """Per row, the point of the box closest to ``x`` with ``A u >= b`` (k half-spaces; A (B, k, m), b (B, k)):
+    :func:`solve_polyhedron` from ``lam = 0``, without its multipliers."""
+    return solve_polyhedron(x, A, b, low, high, tol=tol, iterations=iterations)[0]
+
+
+def solve_polyhedron(x: torch.Tensor, A: torch.Tensor, b: torch.Tensor, low: float, high: float,
+                     start: torch.Tensor | None = None, tol: float = 1e-7,
+                     iterations: int = 30) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the point of the box closest to ``x`` with ``A u >= b`` (A (B, k, m), b (B, k)) and its
+    multipliers (B, k, float64), from the multipliers ``start`` (default 0).
 
     Solved through the dual, ``max_{lam >= 0} D(lam)`` with ``u(lam) = clip(x + A^T lam)``: a concave,
     piecewise-quadratic function of only ``k`` variables per row. Projected Newton steps (the
@@ -60,33 +69,42 @@ def project_to_polyhedron(x: torch.Tensor, A: torch.Tensor, b: torch.Tensor, low
     few iterations. Works in float64 on the displacement ``p = u - x`` so that the constraint values
     keep their precision; rows stop when their KKT residual is below ``tol`` (constraint units).
     Where the half-spaces cannot be reached inside the box, ``u`` ends at the closest box point found.
+    A caller solving a sequence of nearby problems (:mod:`~intriguing.attacks.refine`) passes the last
+    multipliers as ``start``: the active pieces barely change, and the Newton steps start next to them.
+
+    Every pass over ``A`` costs about as much as a model evaluation on MNIST, so passes are spared: the
+    Hessian (it only steers the step; every tested value is float64) uses ``A`` as given (float32 from
+    the refinement, half the bytes; float64 from the region search, whose near-parallel constraints need
+    it) and one reused buffer, and finished rows leave the batch as soon as an eighth of it is done.
     """
     dtype = x.dtype
-    x, A = x.double(), A.double()
-    out = x.clone()
+    x = x.double()
+    out, multipliers = x.clone(), x.new_zeros(A.shape[:2])
     rows = torch.arange(len(x), device=x.device)  # rows still iterating; finished rows leave the batch
-    dual = _Dual(A, b.double() - matvec(A, x), low - x, high - x)  # A p >= beta with p = u - x
-    lam = torch.zeros(len(x), A.shape[1], device=x.device, dtype=x.dtype)
+    dual = _Dual.of(A, b, x, low, high)
+    lam = multipliers.clone() if start is None else start.double().clamp_min(0)
+    state = dual.start() if start is None else dual.at(lam)
     damping = torch.full((len(x),), DAMPING, device=x.device, dtype=x.dtype)
-    state = dual.at(lam)
+    work = torch.empty_like(A)  # the Hessian's A_F, rows [:len(rows)]
     for _ in range(iterations):
         violation = dual.beta - state.Ap  # dD/dlam
         residual = (lam - (lam + violation).clamp_min(0)).abs().amax(1)
         going = residual > tol * (1 + dual.beta.abs().amax(1))
-        if 2 * int(going.sum()) <= len(rows):  # half the rows are done: write them out, drop them
-            out[rows[~going]] = x[rows[~going]] + state.p[~going]
+        if 8 * int(going.sum()) <= 7 * len(rows):  # an eighth of the rows are done: write them out, drop them
+            done = rows[~going]
+            out[done], multipliers[done] = x[done] + state.p[~going], lam[~going]
             rows, lam, violation, dual, state = rows[going], lam[going], violation[going], dual[going], state[going]
             damping, going = damping[going], going[going]
             if len(rows) == 0:
-                return out.to(dtype)
-        direction = torch.where(going[:, None], dual.newton_direction(lam, violation, state.v, damping), 0.0)
+                return out.to(dtype), multipliers
+        direction = torch.where(going[:, None], dual.newton_direction(lam, violation, state.v, damping, work), 0.0)
         lam, state, moved = _dual_line_search(lam, direction, state, dual)
         # A row whose step found no ascent (a near-singular Hessian, many degenerate constraints) retries with a
         # damped one, which tends to a gradient step; a row that moved goes back towards the Newton step (a hundredfold
         # less damping per step).
         damping = torch.where(moved | ~going, (damping / 100).clamp_min(DAMPING), damping * GROWTH)
-    out[rows] = x[rows] + state.p
-    return out.to(dtype)
+    out[rows], multipliers[rows] = x[rows] + state.p, lam
+    return out.to(dtype), multipliers
 
 
 def matvec(A: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -106,6 +124,11 @@ class _DualPoint:
     def __getitem__(self, keep: torch.Tensor) -> _DualPoint:
         return _DualPoint(self.v[keep], self.p[keep], self.Ap[keep], self.value[keep])
 
+    def update(self, rows: torch.Tensor, other: _DualPoint, pick: torch.Tensor) -> None:
+        """Rows ``rows`` of this point become rows ``pick`` of ``other``, in place."""
+        self.v[rows], self.p[rows], self.Ap[rows] = other.v[pick], other.p[pick], other.Ap[pick]
+        self.value[rows] = other.value[pick]
+
 
 @dataclass
 class _Dual:
@@ -116,30 +139,48 @@ class _Dual:
     beta: torch.Tensor
     p_low: torch.Tensor
     p_high: torch.Tensor
-    scale: torch.Tensor | None = None  # |A|^2 / k per row (B, 1, 1): the Hessian's scale
+    scale: torch.Tensor  # |A|^2 / k per row (B, 1, 1): the Hessian's scale
+    given: torch.Tensor | None  # A as the caller gave it (float32 from the refinement): the Hessian's, half the bytes
 
-    def __post_init__(self) -> None:
-        if self.scale is None:
-            self.scale = self.A.pow(2).sum((1, 2))[:, None, None] / self.A.shape[1]
+    @staticmethod
+    def of(A: torch.Tensor, b: torch.Tensor, x: torch.Tensor, low: float, high: float) -> _Dual:
+        """The dual of projecting ``x`` (float64) onto ``A u >= b`` in the box: ``A p >= beta`` with ``p = u - x``."""
+        A64, scale = A.double(), A.pow(2).sum((1, 2)).double()[:, None, None] / A.shape[1]
+        return _Dual(A64, b.double() - matvec(A64, x), low - x, high - x, scale, A)
 
     def __getitem__(self, keep: torch.Tensor) -> _Dual:
-        return _Dual(self.A[keep], self.beta[keep], self.p_low[keep], self.p_high[keep], self.scale[keep])
+        sub = self.evaluator(keep)
+        sub.given = sub.A if self.given is self.A else None if self.given is None else self.given[keep]
+        return sub
+
+    def evaluator(self, keep: torch.Tensor) -> _Dual:
+        """The rows ``keep``, for :meth:`at` only (no copy of ``given``)."""
+        return _Dual(self.A[keep], self.beta[keep], self.p_low[keep], self.p_high[keep], self.scale[keep], None)
+
+    def start(self) -> _DualPoint:
+        """The point at ``lam = 0``, without passes over ``A`` (``p`` is 0 where ``x`` is in the box)."""
+        p = torch.clamp(torch.zeros_like(self.p_low), self.p_low, self.p_high)
+        Ap = matvec(self.A, p) if bool(p.any()) else torch.zeros_like(self.beta)
+        return _DualPoint(torch.zeros_like(p), p, Ap, 0.5 * p.pow(2).sum(1))
 
     def at(self, lam: torch.Tensor) -> _DualPoint:
         v = torch.bmm(lam[:, None, :], self.A)[:, 0]
-        p = torch.minimum(torch.maximum(v, self.p_low), self.p_high)
+        p = torch.clamp(v, self.p_low, self.p_high)
         Ap = matvec(self.A, p)
         return _DualPoint(v, p, Ap, 0.5 * p.pow(2).sum(1) - (lam * (Ap - self.beta)).sum(1))
 
     def newton_direction(self, lam: torch.Tensor, violation: torch.Tensor, v: torch.Tensor,
-                         damping: torch.Tensor) -> torch.Tensor:
+                         damping: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
         """Projected Newton step: Hessian ``A_F A_F^T`` over the unclipped coordinates ``F``, on the
         constraints that are violated or carry a multiplier (identity-scaled elsewhere), plus
-        ``damping`` (B,) times the scale on the diagonal."""
+        ``damping`` (B,) times the scale on the diagonal. Built from ``A`` as given (float32 from the
+        refinement): it only steers the step. ``work`` (at least A's rows, A's dtype) holds ``A_F``: a
+        fresh tensor of A's size would cost page faults as dear as the product itself."""
         k = self.A.shape[1]
         working = (lam > 0) | (violation > 0)
-        free = ((v > self.p_low) & (v < self.p_high)).to(self.A.dtype)
-        hessian = torch.bmm(self.A * free[:, None], self.A.transpose(1, 2))
+        free = ((v > self.p_low) & (v < self.p_high)).to(self.given.dtype)
+        masked = torch.mul(self.given, free[:, None], out=work[: len(self.given)])
+        hessian = torch.bmm(masked, self.given.transpose(1, 2)).double()
         scale = self.scale
         eye = torch.eye(k, device=lam.device, dtype=lam.dtype)
         pair = working[:, :, None] & working[:, None, :]
@@ -152,27 +193,30 @@ def _dual_line_search(lam: torch.Tensor, direction: torch.Tensor, current: _Dual
     """Largest step ``t in {1, 1/2, ...}`` along ``direction`` (projected onto ``lam >= 0``) that does
     not lower D; a row where none does keeps ``lam`` (the third result says which rows moved). The
     full step is tried on every row at once; the few rows that need halvings continue on their own,
-    so they cost little."""
+    so they cost little. Those rows' share of ``A`` is copied once, and again only when half of them
+    have found their step: a copy costs a pass over ``A`` like the step's evaluation."""
     floor = current.value - 1e-12 * current.value.abs().clamp_min(1)
     candidate = (lam + direction).clamp_min(0)
     at = dual.at(candidate)
     ok = at.value >= floor
     lam = torch.where(ok[:, None], candidate, lam)
-    state = _DualPoint(*(torch.where(ok[:, None] if new.dim() == 2 else ok, new, old)
-                         for new, old in zip((at.v, at.p, at.Ap, at.value), (current.v, current.p, current.Ap,
-                                                                               current.value))))
+    members = (~ok).nonzero().squeeze(1)  # rows of ``sub``; those still ``waiting`` have found no step yet
+    state = at  # where the full step fails (few rows), back to the current point
+    state.update(members, current, members)
     moved = ok.clone()
-    waiting = (~ok).nonzero().squeeze(1)
-    base, sub, step = lam[waiting], dual[waiting], 0.5
+    waiting = torch.ones_like(members, dtype=torch.bool)
+    base, sub, step = lam[members], dual.evaluator(members), 0.5
     for _ in range(halvings - 1):
-        if len(waiting) == 0:
+        if not bool(waiting.any()):
             break
-        candidate = (base + step * direction[waiting]).clamp_min(0)
+        if 2 * int(waiting.sum()) <= len(members):
+            members, base, sub, waiting = members[waiting], base[waiting], sub[waiting], waiting[waiting]
+        candidate = (base + step * direction[members]).clamp_min(0)
         at = sub.at(candidate)
-        ok = at.value >= floor[waiting]
-        done = waiting[ok]
+        ok = waiting & (at.value >= floor[members])
+        done = members[ok]
         moved[done] = True
         lam[done] = candidate[ok]
-        state.v[done], state.p[done], state.Ap[done], state.value[done] = at.v[ok], at.p[ok], at.Ap[ok], at.value[ok]
-        waiting, base, sub, step = waiting[~ok], base[~ok], sub[~ok], step / 2
+        state.update(done, at, ok)
+        waiting, step = waiting & ~ok, step / 2
     return lam, state, moved
