@@ -106,3 +106,26 @@ def test_inputs_that_require_grad_are_attacked_without_a_warning():
         warnings.simplefilter("error")
         result = LBFGS()(model, x, target=torch.tensor([1, 0, 0, 0]))
     assert result.success_rate == 1.0
+
+
+@pytest.mark.parametrize("field", ["batch_size", "max_solves", "memory"])
+def test_a_count_too_large_for_torch_is_refused(field):
+    """A bug: ``attack --batch-size 99999999999999999999999`` ended in torch's 'Overflow when unpacking long long'."""
+    from intriguing.attacks import LBFGSConfig
+
+    huge = 10**23
+    assert error_of(lambda: LBFGSConfig(**{field: huge})) == (
+        f"{field}: {huge} is too large; expected an integer from 1 to 2**63 - 1")
+    assert LBFGSConfig(**{field: __import__("numpy").int64(3)}).to_dict()[field] == 3  # numpy integers are counts
+
+
+def test_a_model_that_raises_value_error_on_the_input_is_one_line():
+    """A bug: batch norm in train mode on a batch of one raised torch's ValueError ('Expected more than 1 value
+    per channel when training') as a traceback; the train-mode warning came first, the error said nothing of it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)).train()
+    with pytest.warns(UserWarning, match="train mode"):
+        message = error_of(lambda: LBFGS()(model, torch.rand(1, 1, 4, 4), target=torch.tensor([1])))
+    assert message.startswith("x: the model cannot take inputs shaped (1, 1, 4, 4) (Expected more than 1 value per "
+                              "channel when training")
+    assert message.endswith("; or, as the model is in train mode, call model.eval() first")

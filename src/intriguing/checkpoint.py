@@ -99,8 +99,16 @@ def load_weights(model: torch.nn.Module, source: str | os.PathLike | Mapping[str
     shapes; NaN or infinite weights are refused. ``require_hash`` refuses a file without the
     integrity hash: right for files this toolkit wrote, wrong for weights exported elsewhere.
     """
+    if not isinstance(model, torch.nn.Module):
+        raise IntriguingError(f"model: expected a torch.nn.Module to load the weights into, got {type(model).__name__}")
+    if not isinstance(source, (str, os.PathLike, Mapping)):
+        raise IntriguingError(f"weights: expected a path to a .safetensors file or a state dict, "
+                              f"got {type(source).__name__}")
     where = str(source) if not isinstance(source, Mapping) else "state dict"
     state = dict(source) if isinstance(source, Mapping) else _read_state(source, require_hash)
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise IntriguingError(f"{where}: expected parameter name -> tensor, got {type(value).__name__} for {key!r}")
     expected = model.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in expected]

@@ -28,6 +28,8 @@ from intriguing.numerics import flush_subnormals
 COMMANDS = ("train", "attack", "transfer", "adv_train", "reproduce", "units", "lipschitz", "exact", "models")
 # Exit statuses of a run stopped by a signal, as shells report them (128 + signal number).
 EXIT_SIGINT, EXIT_SIGTERM = 130, 143
+# More torch threads than this crashed the interpreter (99,999: a segmentation fault); none is useful here.
+MAX_THREADS = 1024
 DEFAULT_ON_INTERRUPT = ("every file written so far is whole (files are written atomically); "
                         "rerun the same command to start again")
 
@@ -71,6 +73,11 @@ class _Group(click.Group):
         except IntriguingError as e:
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
+        except (MemoryError, torch.OutOfMemoryError) as e:  # a count too large for this machine
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            click.echo(f"error: out of memory ({reason}); ask for less at once: fewer examples, directions or "
+                       "images, or a smaller --batch-size", err=True)
+            sys.exit(2)
         except KeyboardInterrupt as e:
             terminated = isinstance(e, Terminated)
             what = "SIGTERM" if terminated else "Ctrl-C"
@@ -111,7 +118,8 @@ def _moved(args: list[str], name: str, takes_value: bool) -> list[str] | None:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="intriguing")
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, envvar="INTRIGUING_THREADS",
+@click.option("--threads", type=click.IntRange(min=1, max=MAX_THREADS), default=1, show_default=True,
+              envvar="INTRIGUING_THREADS",
               help="Torch intra-op threads (env INTRIGUING_THREADS). The toolkit's tensors are small: one thread "
                    "is usually fastest, and a second one waiting for a busy core slows every operation.")
 def main(threads: int) -> None:

@@ -7,7 +7,9 @@ command line can print it as one line instead of a traceback.
 from __future__ import annotations
 
 import difflib
+import numbers
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 
@@ -26,6 +28,44 @@ def unknown_name_error(kind: str, name: str, known: Iterable[str], *, plural: st
     return IntriguingError(
         f"unknown {kind} {name!r}{where}: {hint}known {plural or kind + 's'}{where}: {', '.join(known)}"
     )
+
+
+# Counts and seeds become torch's int64: anything larger overflows deep inside torch.
+LARGEST_INT = 2**63 - 1
+
+
+def check_count(name: str, value: Any, smallest: int = 1) -> int:
+    """``value`` as an int in ``[smallest, 2**63 - 1]``: a count, a size or a seed (numpy integers welcome,
+    ``True`` and ``2.5`` refused, as a float count is usually a mistaken argument order)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < smallest:
+        raise IntriguingError(f"{name}: expected an integer >= {smallest}, got {value!r}")
+    if value > LARGEST_INT:
+        raise IntriguingError(f"{name}: {value} is too large; expected an integer from {smallest} to 2**63 - 1")
+    return int(value)
+
+
+def check_seed(value: Any, name: str = "seed") -> int:
+    """``value`` as an int that torch's and numpy's generators take (a float seed failed deep inside them)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise IntriguingError(f"{name}: expected an integer, got {value!r}")
+    if abs(value) > LARGEST_INT:
+        raise IntriguingError(f"{name}: {value} is too large; expected an integer of at most 2**63 - 1")
+    return int(value)
+
+
+def check_limit(value: Any, name: str = "limit") -> int | None:
+    """``None`` (every image) or a positive count of the first images: a negative one would slice off the last."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+        raise IntriguingError(f"{name}: expected an integer >= 1 (the first images of the split) or None, "
+                              f"got {value!r}")
+    return value
+
+
+def check_non_negative(name: str, value: Any) -> float:
+    """A finite real number >= 0 (a weight, a rate): NaN would train or search nothing, silently."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):
+        raise IntriguingError(f"{name}: expected a finite number >= 0, got {value!r}")
+    return float(value)
 
 
 def check_images(x: torch.Tensor, name: str = "x", bounds: tuple[float, float] = (0.0, 1.0)) -> None:

@@ -140,7 +140,7 @@ def class_matches(class_names: Sequence[str], name: str, keys: Sequence[str] | N
     (``keys``: the class names' keys, for a caller matching many names), else ``name`` read as an index in
     range; none is ``[]``, several are ambiguous (ImageNet has two "crane"s)."""
     found = [i for i, c in enumerate(class_names) if c == name]
-    if not found:
+    if not found and not (name.startswith("-") and name[1:].isdigit()):  # name_key would read "-1" as "1"
         key = name_key(name)
         found = [i for i, k in enumerate(keys if keys is not None else map(name_key, class_names)) if k == key]
     if not found and name.isdigit() and int(name) < len(class_names):

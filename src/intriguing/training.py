@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from intriguing import seeding
-from intriguing.errors import IntriguingError, check_images, check_labels
+from intriguing.errors import IntriguingError, check_count, check_images, check_labels, check_non_negative
 from intriguing.numerics import zero_subnormal_weights_
 
 # The modules whose outputs are a network's hidden layers: dropout follows them.
@@ -49,6 +49,18 @@ class TrainRecipe:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        """Every number checked once, here: a bad one would fail minutes into training, or (a negative epoch
+        count, a negative weight decay) train something else silently."""
+        check_count("epochs", self.epochs, smallest=0)
+        check_count("pretrain_epochs", self.pretrain_epochs, smallest=0)
+        check_count("batch_size", self.batch_size)
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
+            raise IntriguingError(f"lr: expected a finite learning rate > 0, got {self.lr!r}")
+        for field_name in ("weight_decay", "pretrain_weight_decay"):
+            for layer, lam in getattr(self, field_name).items():
+                check_non_negative(f"{field_name}[{layer!r}]", lam)
+        check_non_negative("sparsity_target", self.sparsity_target)
+        check_non_negative("sparsity_weight", self.sparsity_weight)
         if not 0.0 <= self.dropout < 1.0:
             raise IntriguingError(f"TrainRecipe dropout must lie in [0, 1), got {self.dropout}: "
                                   "it is the fraction of hidden units dropped, 0 for none")
@@ -168,6 +180,10 @@ def fit(
     Models with an ``unsupervised_loss`` method and ``recipe.pretrain_epochs`` > 0 (the
     autoencoder) first learn unsupervised; the modules in ``recipe.frozen`` are then frozen.
     """
+    modules = dict(model.named_modules())
+    missing = [name for name in recipe.frozen if name not in modules]
+    if missing:
+        raise IntriguingError(f"frozen names layers {missing} that the model lacks; known: {list(modules)}")
     generator = torch.Generator().manual_seed(seed)
     model.train()
     if recipe.pretrain_epochs and hasattr(model, "unsupervised_loss"):
@@ -179,7 +195,6 @@ def fit(
         run_epochs(model.parameters(), unsupervised, images, labels, epochs=recipe.pretrain_epochs,
                    batch_size=recipe.batch_size, lr=recipe.lr, optimizer=recipe.optimizer,
                    generator=generator, desc=f"{desc} (unsupervised)", progress=progress)
-    modules = dict(model.named_modules())
     for frozen in recipe.frozen:
         modules[frozen].requires_grad_(False)
 

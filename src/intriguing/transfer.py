@@ -21,6 +21,7 @@ paper's Fig. 7 (adversarial examples beside noise of the same size); the report 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,8 @@ from torch import nn
 
 from intriguing import records
 from intriguing.attacks import LBFGS, Attack, LBFGSConfig, gaussian_noise, rescale_perturbation, rms_distortion
-from intriguing.errors import IntriguingError, check_images, check_labels
+from intriguing.attacks.base import logits_of
+from intriguing.errors import IntriguingError, check_count, check_images, check_labels
 from intriguing.seeding import random_targets
 from intriguing.stats import Estimate, mean_interval, wilson_interval
 
@@ -44,14 +46,21 @@ TENSORS = ("adversarial", "target", "success", "distortion")
 # --- predictions and errors ---------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def predictions(model: nn.Module, x: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
     """The model's classes for ``x``, in batches, without gradients."""
+    return _logits(model, x, batch_size).argmax(1)
+
+
+def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 10_000) -> torch.Tensor:
+    """The logits (N, K) after checking ``x`` (finite floats; any range) and the model's output: NaN inputs
+    have an argmax too, and a label no class can equal would count as an error, both silently."""
     if not isinstance(x, torch.Tensor):
         raise IntriguingError(f"x: expected a torch.Tensor, got {type(x).__name__}; convert with torch.as_tensor")
+    check_count("batch_size", batch_size)
     if len(x) == 0:
-        return torch.empty(0, dtype=torch.int64, device=x.device)
-    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+        return torch.empty(0, 1, device=x.device)
+    check_images(x, "x", bounds=(-math.inf, math.inf))
+    return logits_of(model, x, batch_size)
 
 
 def error_estimate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Estimate:
@@ -60,7 +69,9 @@ def error_estimate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Estima
     :func:`intriguing.training.error_rate` is the same number as a plain float, without interval.
     """
     check_labels(y, "y", len(x))
-    return wilson_interval(int((predictions(model, x) != y).sum()), len(y))
+    logits = _logits(model, x)
+    check_labels(y, "y", len(x), logits.shape[1])
+    return wilson_interval(int((logits.argmax(1) != y).sum()), len(y))
 
 
 # --- adversarial sets ---------------------------------------------------------------------------------
@@ -136,8 +147,10 @@ def attack_model(model: nn.Module, x: torch.Tensor, targets: torch.Tensor, *, at
     """
     check_images(x, "x")
     attack = attack if attack is not None else LBFGS(LBFGSConfig.paper())
-    if batch_size <= 0:
-        raise IntriguingError(f"batch_size: expected a positive number of examples, got {batch_size}")
+    if isinstance(attack, type) or not callable(attack):
+        got = f"the class {attack.__name__}" if isinstance(attack, type) else type(attack).__name__
+        raise IntriguingError(f"attack: expected an Attack such as LBFGS(config), got {got}")
+    check_count("batch_size", batch_size)
     parts = []
     for start in range(0, len(x), batch_size):
         parts.append(attack(model, x[start : start + batch_size], target=targets[start : start + batch_size]))
@@ -191,8 +204,9 @@ class TransferTable:
 
 def check_models(models: Mapping[str, nn.Module]) -> None:
     """Reject anything but a non-empty dict of name -> ``torch.nn.Module`` classifier."""
-    if not models:
-        raise IntriguingError("models: expected a non-empty dict of name -> torch.nn.Module classifier")
+    if not isinstance(models, Mapping) or not models:
+        got = f", got {type(models).__name__}" if not isinstance(models, Mapping) else ""
+        raise IntriguingError(f"models: expected a non-empty dict of name -> torch.nn.Module classifier{got}")
     for name, model in models.items():
         if not isinstance(model, nn.Module):
             raise IntriguingError(f"models[{name!r}]: expected a torch.nn.Module, got {type(model).__name__}")
@@ -230,6 +244,8 @@ def cross_model_table(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch
     check_models(models)
     check_images(x, "x")
     check_labels(y, "y", len(x))
+    if isinstance(gaussian, (str, bytes)) or not isinstance(gaussian, Sequence):
+        raise IntriguingError(f"gaussian: expected a sequence of stddevs such as (0.1, 0.3), got {gaussian!r}")
     if targets is None:
         targets = random_targets(y, _num_classes(models, x), seed=seed)
     adversarial = {name: attack_model(model, x, targets, attack=attack, batch_size=batch_size).adversarial
@@ -278,6 +294,13 @@ def noise_comparison(models: Mapping[str, nn.Module], x: torch.Tensor, adversari
     """
     check_models(models)
     check_images(x, "x")
+    if not isinstance(adversarial, Mapping) or not adversarial:
+        raise IntriguingError("adversarial: expected a non-empty dict of model name -> adversarial images")
+    for name, images in adversarial.items():
+        if name not in models:
+            raise IntriguingError(f"adversarial[{name!r}]: no model of that name; models: "
+                                  f"{', '.join(map(repr, models))}")
+        check_images(images, f"adversarial[{name!r}]")
     changed = torch.stack([rms_distortion(x, adv) > 0 for adv in adversarial.values()]).all(0)
     shown = (torch.nonzero(changed).flatten() if changed.any() else torch.arange(len(x)))[:examples]
     return {name: _compare(models[name], x, adv, shown, seed) for name, adv in adversarial.items()}

@@ -30,7 +30,7 @@ from torch import nn
 from intriguing import data, seeding
 from intriguing.architectures import NUM_CLASSES, AutoencoderClassifier, conv_net, fully_connected
 from intriguing.checkpoint import load_weights, read_metadata, save_model
-from intriguing.errors import IntriguingError, unknown_name_error
+from intriguing.errors import IntriguingError, check_limit, check_seed, unknown_name_error
 from intriguing.records import check_writable
 from intriguing.training import TrainRecipe, error_rate, fit
 from intriguing.versions import code_version
@@ -79,7 +79,7 @@ def build(name: str, seed: int | None = None) -> nn.Module:
     those that :func:`trained` starts from with the same seed."""
     if seed is None:
         return spec(name).build()
-    with seeding.seeded(seed):
+    with seeding.seeded(check_seed(seed)):
         return spec(name).build()
 
 
@@ -143,6 +143,8 @@ def _config(name: str, on: str, seed: int, limit: int | None, overrides: dict | 
     if on not in data.SPLITS:
         raise IntriguingError(f"unknown training split {on!r}: choose one of {', '.join(data.SPLITS)}")
     spec(name)  # unknown names fail here, listing the close matches
+    check_seed(seed)
+    check_limit(limit)
     config = TrainConfig(name, on, seed, limit, tuple(sorted((overrides or {}).items())))
     config.recipe  # unknown recipe fields fail here, before any work
     return config

@@ -19,7 +19,7 @@ from torch import nn
 from intriguing import seeding, training
 from intriguing.advtrain.layers import INPUT, attack_layer, output_classes, split_at
 from intriguing.attacks import LBFGS, LBFGSConfig, Targeted, Untargeted
-from intriguing.errors import IntriguingError, check_images, check_labels
+from intriguing.errors import IntriguingError, check_count, check_images, check_labels
 
 TARGETS = ("random", "untargeted")
 
@@ -50,13 +50,15 @@ class AdvTrainConfig:
     attack: LBFGSConfig = field(default_factory=LBFGSConfig.pool)
 
     def __post_init__(self) -> None:
+        if isinstance(self.layers, str):
+            raise IntriguingError(f"layers: expected a tuple of layer names such as ('input', 'h1'), "
+                                  f"got {self.layers!r}")
         if len(set(self.layers)) != len(self.layers):
             raise IntriguingError(f"layers {list(self.layers)}: each layer may appear once")
         if not 0.0 < self.refresh_fraction <= 1.0:
             raise IntriguingError(f"refresh_fraction must lie in (0, 1], got {self.refresh_fraction}")
         for name, least in (("pool_size", 1), ("pool_batch", 1), ("refresh_every", 1), ("warmup_epochs", 0)):
-            if getattr(self, name) < least:
-                raise IntriguingError(f"{name} must be at least {least}, got {getattr(self, name)}")
+            check_count(name, getattr(self, name), smallest=least)
         if self.target not in TARGETS:
             raise IntriguingError(f"unknown target {self.target!r}: choose one of {', '.join(TARGETS)}")
         if not isinstance(self.attack, LBFGSConfig):

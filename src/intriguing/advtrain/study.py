@@ -17,11 +17,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from intriguing import data, records, training, zoo
-from intriguing.advtrain.layers import INPUT, split_at
+from intriguing.advtrain.layers import INPUT, hidden_layers, split_at
 from intriguing.advtrain.pools import TARGETS, AdvTrainConfig, adversarial_train
 from intriguing.advtrain.robustness import Robustness, min_distortion
 from intriguing.attacks import LBFGS, LBFGSConfig
-from intriguing.errors import IntriguingError
+from intriguing.errors import IntriguingError, check_count, check_limit
 
 
 @dataclass
@@ -80,6 +80,11 @@ class AdvTrainStudyConfig:
     def __post_init__(self) -> None:
         if not self.seeds:
             raise IntriguingError("seeds: give at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise IntriguingError(f"seeds: each seed may appear once, got {tuple(self.seeds)}")
+        self._check_model_and_layers()
+        check_limit(self.limit)
+        check_count("eval_examples", self.eval_examples)
         if not 0.0 < self.dropout < 1.0:
             raise IntriguingError(f"dropout: the dropout baseline's rate must lie in (0, 1), got {self.dropout}")
         if self.eval_examples < 1:
@@ -89,6 +94,15 @@ class AdvTrainStudyConfig:
         if not isinstance(self.eval_attack, LBFGSConfig):
             raise IntriguingError(f"eval_attack: expected an LBFGSConfig (e.g. LBFGSConfig.paper()), "
                                   f"got {self.eval_attack!r}")
+
+    def _check_model_and_layers(self) -> None:
+        """A misspelt model or layer fails here, not when the study reaches it after training the baselines."""
+        model = zoo.build(self.model)  # an unknown model lists the close matches
+        if isinstance(self.layers, str):
+            raise IntriguingError(f"layers: expected a tuple of layer names such as "
+                                  f"{(INPUT, *hidden_layers(model))}, got {self.layers!r}")
+        for layer in self.layers:
+            split_at(model, layer)  # an unknown layer names the model's
 
     def train_recipe(self) -> training.TrainRecipe:
         """The model's zoo recipe without its dropout (the variants say which get dropout), with the

@@ -190,14 +190,7 @@ def _warn_if_targets_look_like_labels(targets: torch.Tensor, logits: torch.Tenso
 
 def checked_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The clean logits (N, K), after checking the model takes ``x`` and returns finite logits, not probabilities."""
-    _check_dtype(model, x)
-    try:
-        logits = logits_of(model, x)
-    except RuntimeError as error:  # a shape the model cannot take: one line naming both shapes
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise IntriguingError(
-            f"x: the model cannot take inputs shaped {tuple(x.shape)} ({reason}); {_expected_input(model)}"
-        ) from None
+    logits = model_output(model, x)
     if not torch.isfinite(logits).all():
         raise IntriguingError("model: returned NaN or infinite logits on the clean inputs x; check its weights")
     if _looks_like_probabilities(logits):
@@ -209,15 +202,30 @@ def checked_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+def model_output(model: nn.Module, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """The model's outputs (N, K) on ``x``, or one line naming both shapes (or dtypes) when it cannot take them."""
+    _check_dtype(model, x, name)
+    try:
+        return logits_of(model, x)
+    except IntriguingError:
+        raise
+    except (RuntimeError, ValueError) as error:  # a shape the model cannot take
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        hint = _expected_input(model) + ("; or, as the model is in train mode, call model.eval() first"
+                                         if model.training else "")
+        raise IntriguingError(f"{name}: the model cannot take inputs shaped {tuple(x.shape)} ({reason}); "
+                              f"{hint}") from None
+
+
 def _looks_like_probabilities(logits: torch.Tensor) -> bool:
     return bool((logits >= 0).all()) and bool(((logits.double().sum(1) - 1).abs() <= 1e-4).all())
 
 
-def _check_dtype(model: nn.Module, x: torch.Tensor) -> None:
+def _check_dtype(model: nn.Module, x: torch.Tensor, name: str = "x") -> None:
     parameter = next((p for p in model.parameters() if p.is_floating_point()), None)
     if parameter is not None and parameter.dtype != x.dtype:
         raise IntriguingError(
-            f"x: expected dtype {parameter.dtype} (the model's parameters), got {x.dtype}; "
+            f"{name}: expected dtype {parameter.dtype} (the model's parameters), got {x.dtype}; "
             f"convert the inputs with x.to({parameter.dtype}) (or the model with model.to({x.dtype}))"
         )
 

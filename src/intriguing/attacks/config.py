@@ -17,7 +17,7 @@ import dataclasses
 import math
 from typing import Any
 
-from intriguing.errors import IntriguingError
+from intriguing.errors import IntriguingError, check_count
 
 # The paper-faithful search's numbers (Tables 1-4, adversarial training), which the refined attack cuts shorter.
 PAPER_SEARCH = {"c_rtol": 0.01, "max_iter": 100, "stall_window": 10, "max_solves": 30}
@@ -118,12 +118,12 @@ class LBFGSConfig:
             "c_rtol": _positive("c_rtol", self.c_rtol),
             "ftol": _positive("ftol", self.ftol),
             "pgtol": _positive("pgtol", self.pgtol),
-            "refine_steps": _count("refine_steps", self.refine_steps, smallest=0),
+            "refine_steps": check_count("refine_steps", self.refine_steps, smallest=0),
             "stall_rtol": _non_negative("stall_rtol", self.stall_rtol),
-            "shrink_steps": _count("shrink_steps", self.shrink_steps, smallest=0),
+            "shrink_steps": check_count("shrink_steps", self.shrink_steps, smallest=0),
         }
         for name in ("max_solves", "memory", "max_iter", "batch_size", "stall_window"):
-            checked[name] = _count(name, getattr(self, name))
+            checked[name] = check_count(name, getattr(self, name))
         for name, value in checked.items():
             object.__setattr__(self, name, value)
 
@@ -199,9 +199,3 @@ def _greater(name: str, value: Any, floor: float) -> float:
     if not _number(value) or value <= floor:
         raise IntriguingError(f"{name}: expected a finite number > {floor}, got {value!r}")
     return float(value)
-
-
-def _count(name: str, value: Any, smallest: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < smallest:
-        raise IntriguingError(f"{name}: expected an integer >= {smallest}, got {value!r}")
-    return value

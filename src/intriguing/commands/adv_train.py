@@ -8,7 +8,7 @@ import time
 import click
 
 from intriguing import advtrain, records
-from intriguing.commands.options import data_dir_option
+from intriguing.commands.options import OutputPath, data_dir_option
 
 DEFAULTS = advtrain.AdvTrainStudyConfig()
 POOL = DEFAULTS.training
@@ -48,7 +48,7 @@ def _layers(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str
               help="Train on the first N training images only (default: all 60,000).")
 @click.option("--eval-examples", type=click.IntRange(min=1), default=DEFAULTS.eval_examples, show_default=True,
               help="Test images whose average minimum distortion measures robustness.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=str), default=None,
+@click.option("--out", type=OutputPath(dir_okay=False, path_type=str), default=None,
               help="Write the full record (config, every run, summary) to this JSON file.")
 @data_dir_option
 def command(model: str, layers: tuple[str, ...], seeds: int, epochs: int | None, warmup_epochs: int,

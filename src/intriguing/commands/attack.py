@@ -12,6 +12,7 @@ from intriguing import records
 from intriguing.attacks import LBFGS, AttackResult, LBFGSConfig, Targeted, Untargeted
 from intriguing.commands.inputs import correctly_classified, load_data
 from intriguing.commands.options import (
+    OutputPath,
     data_dir_option, data_option, model_options, on_option, seed_option, split_option,
 )
 from intriguing.errors import IntriguingError
@@ -84,9 +85,9 @@ def save_outputs(folder: Path, loaded: LoadedModel, x: torch.Tensor, y: torch.Te
 @click.option("--target", default="random", show_default=True,
               help="random (a seeded other class), next (label + 1), untargeted (any other class), or a class "
                    "name or index, e.g. ostrich or 9.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=str), default=None,
+@click.option("--out", type=OutputPath(dir_okay=False, path_type=str), default=None,
               help="Write the summary, per-example results and config to this JSON file.")
-@click.option("--save", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--save", type=OutputPath(file_okay=False, path_type=Path), default=None,
               help="Folder for the adversarial images (PNG and .npz), fig5.png and attack.json.")
 @click.option("--no-refine", is_flag=True,
               help="Run the paper's attack alone (LBFGSConfig.paper(): its c search, no refinement), as Tables 1-4 do.")

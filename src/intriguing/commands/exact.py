@@ -6,7 +6,7 @@ import click
 import torch
 
 from intriguing import data, records, zoo
-from intriguing.commands.options import data_dir_option, on_option, seed_option, split_option
+from intriguing.commands.options import OutputPath, data_dir_option, on_option, seed_option, split_option
 from intriguing.errors import IntriguingError
 from intriguing.oracles.compare import compare_with_attack
 from intriguing.seeding import random_targets
@@ -20,7 +20,7 @@ from intriguing.seeding import random_targets
 @click.option("--time-limit", type=float, default=60.0, show_default=True, help="Seconds per exact problem.")
 @click.option("--solver", type=click.Choice(["bnb", "scip"]), default="bnb", show_default=True,
               help="bnb: branch and bound with exact QP bounds (fast); scip: the big-M MIQP in SCIP.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=str), default=None,
+@click.option("--out", type=OutputPath(dir_okay=False, path_type=str), default=None,
               help="Write the per-example results and config to this JSON file.")
 @on_option
 @seed_option

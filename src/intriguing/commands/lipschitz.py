@@ -8,7 +8,7 @@ import click
 import torch
 
 from intriguing import architectures, data, records, spectral, zoo
-from intriguing.commands.options import data_dir_option, model_options, on_option, seed_option
+from intriguing.commands.options import OutputPath, data_dir_option, model_options, on_option, seed_option
 from intriguing.errors import IntriguingError, unknown_name_error
 from intriguing.models import BUILTINS, LoadedModel, resolve_model
 from intriguing.paper.sections.table5 import layers_markdown, paper_bounds
@@ -45,7 +45,7 @@ def resolve(model: str, arch: str | None, options: dict, on: str, seed: int,
               help="Test images to attack (L-BFGS) for the adversarial-pair lower bound (0 skips it).")
 @click.option("--tol", type=float, default=1e-5, show_default=True,
               help="Relative residual at which the exact norms' Lanczos iteration stops.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+@click.option("--json", "json_path", type=OutputPath(dir_okay=False), default=None,
               help="Also save the table (settings included) as JSON.")
 @on_option
 @seed_option

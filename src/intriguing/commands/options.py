@@ -14,6 +14,16 @@ from intriguing import data
 ON_INTERRUPT = "intriguing.on_interrupt"
 
 
+class OutputPath(click.Path):
+    """A file or folder to write: ``click.Path`` that refuses the empty string, which it would turn into the
+    current folder (a run's report written there) or, for a file, quietly into no file at all."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path; give a file or folder name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def _check_data_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Check the folder while its origin is known: a wrong ``--data-dir`` is fixed by changing the
     flag, a wrong ``$INTRIGUING_DATA_DIR`` by unsetting the variable, and the advice must say which."""

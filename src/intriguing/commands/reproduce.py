@@ -7,21 +7,22 @@ import time
 import click
 
 from intriguing import paper, records, runner, zoo
+from intriguing.errors import IntriguingError
 from intriguing.runner.section import FINDING, SANITY
-from intriguing.commands.options import ON_INTERRUPT, data_dir_option, device_option
+from intriguing.commands.options import ON_INTERRUPT, OutputPath, data_dir_option, device_option
 
 
 @click.command("reproduce")
 @click.option("--preset", type=click.Choice(runner.PRESETS), default="default", show_default=True,
               help="smoke: tiny, under a minute; default: >= 1,000 attacked examples per model, minutes; "
                    "full: the paper's scale, hours.")
-@click.option("--out", type=click.Path(path_type=str), default=None,
+@click.option("--out", type=OutputPath(path_type=str), default=None,
               help="Output folder (default: runs/<preset>); a rerun resumes what it finds there.")
 @click.option("--only", "only", multiple=True, metavar="SECTION",
               help="Run only this section (and those it needs); repeat or separate with commas, "
                    "e.g. --only table1,table2.")
 @data_dir_option
-@click.option("--cache", type=click.Path(path_type=str), default=None,
+@click.option("--cache", type=OutputPath(path_type=str), default=None,
               help="Checkpoint cache folder (default: $INTRIGUING_CACHE or ~/.cache/intriguing).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show the progress line.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, envvar="INTRIGUING_WORKERS",
@@ -47,6 +48,9 @@ def command(preset: str, out: str | None, only: tuple[str, ...], data_dir: str |
         "rerun the same command to resume from the finished sections"
     )
     sections = [key.strip() for item in only for key in item.split(",") if key.strip()]
+    if only and not sections:  # an empty --only would otherwise mean every section
+        raise IntriguingError(f"--only: no section named in {', '.join(map(repr, only))}; give one or more, "
+                              f"e.g. --only table1; known sections: {', '.join(paper.SECTION_MODULES)}")
     document = paper.reproduce(preset, out, only=sections or None, data_dir=data_dir, cache=cache, progress=progress,
                                workers=workers, ray_address=ray_address, device=device, gpus_per_unit=gpus_per_unit)
     click.echo(f"{len(document['sections'])} sections in {folder}/ (report.html, report.md, results.json); "

@@ -13,6 +13,7 @@ import click
 from intriguing import records
 from intriguing.commands.inputs import load_data
 from intriguing.commands.options import (
+    OutputPath,
     data_dir_option, data_option, model_options, on_option, seed_option, split_option,
 )
 from intriguing.errors import IntriguingError
@@ -76,7 +77,7 @@ def _stddevs(text: str) -> tuple[float, ...]:
               help="The first N examples of the data (every model's cells are on the same images).")
 @click.option("--gaussian", default=PAPER_STDDEVS, show_default=True,
               help="Stddevs of the Gaussian-noise control rows (comma-separated; empty for none).")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=str), default=None,
+@click.option("--out", type=OutputPath(dir_okay=False, path_type=str), default=None,
               help="Write the table, with intervals and settings, to this JSON file.")
 @data_option
 @split_option

@@ -11,7 +11,7 @@ from torch import nn
 
 from intriguing import records, units, zoo
 from intriguing.commands.inputs import load_data
-from intriguing.commands.options import data_dir_option, data_option, model_options, seed_option
+from intriguing.commands.options import OutputPath, data_dir_option, data_option, model_options, seed_option
 from intriguing.errors import IntriguingError
 from intriguing.models import resolve_model
 from intriguing.records import check_writable
@@ -66,7 +66,7 @@ def format_study(study: units.UnitStudy) -> list[str]:
 @click.option("--directions", type=click.IntRange(min=1), default=200, show_default=True,
               help="Random directions drawn per law (each is also used with the opposite sign).")
 @seed_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", type=OutputPath(file_okay=False, path_type=Path), default=None,
               help="Output folder  [default: runs/units/MODEL-LAYER-sSEED]")
 @data_option
 @data_dir_option

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from intriguing.errors import IntriguingError, check_images, check_labels
+from intriguing.errors import IntriguingError, check_count, check_images, check_labels
 from intriguing.chains import Chain, chain_of, flat_inputs
 from intriguing.oracles.propagation import Domain, layer_bounds, margin_lower_bounds
 
@@ -65,6 +65,7 @@ def certified_lower_bound(model: nn.Module, x: torch.Tensor, target: torch.Tenso
         lower = certified_lower_bound(model, x, t, upper=result.distortion)  # lower <= result.distortion
     """
     check_images(x, "x", bounds)
+    check_count("steps", steps, smallest=0)
     chain = chain_of(model)
     flat = flat_inputs(chain, x)
     check_labels(target, "target", len(x), chain.num_classes)
@@ -81,9 +82,16 @@ def _upper_l2(flat: torch.Tensor, upper: torch.Tensor | None, bounds: tuple[floa
     whole = torch.maximum(flat - bounds[0], bounds[1] - flat).norm(dim=1)
     if upper is None:
         return whole.tolist()
-    upper = torch.as_tensor(upper, dtype=torch.float64).cpu().reshape(-1)
+    try:
+        upper = torch.as_tensor(upper, dtype=torch.float64).cpu().reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise IntriguingError(f"upper: expected a tensor of RMS distortions, one per input, "
+                              f"got {type(upper).__name__}") from None
     if len(upper) != len(flat):
         raise IntriguingError(f"upper: expected shape ({len(flat)},), got {tuple(upper.shape)}")
+    if (upper < 0).any():  # a negative radius would come back as a negative "certified" bound
+        raise IntriguingError(f"upper: expected non-negative RMS distortions (NaN where none), got "
+                              f"{float(upper.min()):g}; pass an attack's AttackResult.distortion")
     cap = upper * math.sqrt(flat.shape[1])
     return torch.where(torch.isnan(cap), whole, torch.minimum(cap, whole)).tolist()
 

@@ -128,6 +128,11 @@ def lipsdp(model: nn.Module, *, solver: str | None = None, **solver_options) -> 
         problem.solve(solver=solver, **solver_options)
     except cp.error.SolverError as e:
         raise IntriguingError(f"solver: {solver} failed on LipSDP ({e}); try solver='SCS'") from None
+    except (TypeError, AttributeError) as e:  # a setting the solver does not know (each names it its own way)
+        if not solver_options:
+            raise
+        raise IntriguingError(f"solver options {solver_options}: {solver} does not take them ({e}); see its "
+                              "documentation for the settings it knows") from None
     if rho.value is None:
         raise IntriguingError(f"solver: {solver} returned status {problem.status!r} for LipSDP; try solver='SCS'")
     return LipschitzBound(math.sqrt(max(float(rho.value), 0.0)), f"LipSDP-Neuron ({solver})", str(problem.status),

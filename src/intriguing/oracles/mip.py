@@ -19,6 +19,7 @@ branch and bound; the result is the proven optimum or, at the time limit, the br
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,12 +97,15 @@ def exact_minimal_distortion(model: nn.Module, x: torch.Tensor, target: torch.Te
         ratios = found.distortion / torch.tensor([e.rms for e in exact])
     """
     check_images(x, "x", bounds)
+    _check_settings(time_limit, gap, margin)
     chain = chain_of(model, allowed=("relu",))
     flat = flat_inputs(chain, x)
     check_labels(target, "target", len(x), chain.num_classes)
     starts = None
     if start is not None:
         check_images(start, "start", bounds)
+        if start.shape != x.shape:
+            raise IntriguingError(f"start: expected the shape of x {tuple(x.shape)}, got {tuple(start.shape)}")
         starts = flat_inputs(chain, start)
         if upper is None:  # a start the target does not win (a failed attack) bounds nothing: search the box
             logits = chain.logits(starts)
@@ -117,6 +121,19 @@ def exact_minimal_distortion(model: nn.Module, x: torch.Tensor, target: torch.Te
                                    bounds=bounds))
             out[-1].cpu_seconds = time.process_time() - began
     return out
+
+
+def _check_settings(time_limit: float, gap: float, margin: float) -> None:
+    """A negative margin lets ``x`` itself "reach" the target (distortion 0, reported as exact); NaNs solve nothing."""
+    if not _real(time_limit) or not time_limit > 0:
+        raise IntriguingError(f"time_limit: expected a number of seconds > 0 (inf: no limit), got {time_limit!r}")
+    for name, value, what in (("gap", gap, "relative"), ("margin", margin, "logits by which the target must win")):
+        if not _real(value) or not math.isfinite(value) or value < 0:
+            raise IntriguingError(f"{name}: expected a finite number >= 0 ({what}), got {value!r}")
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def solve_exact(chain: Chain, x0: torch.Tensor, target: int, upper_l2: float, *, start: torch.Tensor | None = None,

@@ -20,7 +20,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from intriguing.attacks import LBFGS, LBFGSConfig
-from intriguing.errors import IntriguingError, check_finite_parameters, check_images
+from intriguing.attacks.base import model_output
+from intriguing.errors import IntriguingError, check_finite_parameters, check_images, check_seed
 from intriguing.spectral.bounds import BoundEstimate, bound_function
 from intriguing.spectral.conv import as_pair
 from intriguing.spectral.graph import LayerCall, LayerGraph
@@ -92,8 +93,11 @@ def layer_bounds(model: nn.Module, input_shape: Sequence[int], *, tol: float = 1
 
 def _bounded(model: nn.Module, input_shape: Sequence[int], *, tol: float, max_steps: int, seed: int,
              progress: bool) -> tuple[LayerGraph, list[LayerBound]]:
+    if not isinstance(model, nn.Module):
+        raise IntriguingError(f"model: expected a torch.nn.Module, got {type(model).__name__}")
     if not 0 < tol < 1:
         raise IntriguingError(f"tol: expected a relative tolerance in (0, 1), got {tol!r}")
+    check_seed(seed)
     check_finite_parameters(model)
     settings = NormSettings(tol=tol, max_steps=max_steps, seed=seed)
     rows = []
@@ -142,8 +146,7 @@ def gradient_lower_bound(model: nn.Module, images: torch.Tensor, *, batch_size: 
     check_images(images, "images", bounds=(-math.inf, math.inf))
     best = 0.0
     with evaluation_mode(model):
-        with torch.no_grad():
-            classes = model(images[:1]).shape[-1]
+        classes = model_output(model, images[:1], "images").shape[1]
         pixels = images[0].numel()
         batch_size = batch_size or max(1, (1 << 26) // (classes * pixels))
         eye = torch.eye(classes, dtype=images.dtype, device=images.device)
@@ -168,6 +171,8 @@ def pair_ratios(model: nn.Module, x: torch.Tensor, x_other: torch.Tensor) -> tor
                               f"{tuple(getattr(x, 'shape', ()))} and {tuple(getattr(x_other, 'shape', ()))}")
     check_images(x, "x", bounds=(-math.inf, math.inf))
     check_images(x_other, "x_other", bounds=(-math.inf, math.inf))
+    with evaluation_mode(model):
+        model_output(model, x[:1], "x")
     distance = (x_other - x).flatten(1).double().norm(dim=1)
     if (distance == 0).any():
         raise IntriguingError(f"pairs: {int((distance == 0).sum())} pair(s) have x' == x; keep only distinct pairs "
@@ -194,6 +199,10 @@ def spectral_table(model: nn.Module, input_shape: Sequence[int], *, name: str = 
     if images is not None:
         table.gradient_lower_bound, table.images = gradient_lower_bound(model, images), len(images)
     if pairs is not None:
+        if not isinstance(pairs, (tuple, list)) or len(pairs) != 2:
+            listed = isinstance(pairs, (tuple, list))
+            got = f"{type(pairs).__name__} of {len(pairs)}" if listed else type(pairs).__name__
+            raise IntriguingError(f"pairs: expected a pair (x, x_other) of tensors, got {got}")
         table.pair_lower_bound, table.pairs = float(pair_ratios(model, *pairs).max()), len(pairs[0])
     table.seconds = time.perf_counter() - start
     return table

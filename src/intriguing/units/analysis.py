@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from intriguing.errors import IntriguingError, check_labels
+from intriguing.errors import IntriguingError, check_count, check_labels, check_seed
 from intriguing.units.activations import layer_activations
 from intriguing.units.directions import LAWS, RANDOM_IMAGES_STREAM, both_signs, random_directions, random_stream
 from intriguing.units.metrics import DirectionMetrics, direction_metrics
@@ -48,10 +48,9 @@ def _check_analysis_inputs(activations: torch.Tensor, labels: torch.Tensor, k: i
         raise IntriguingError(f"labels: class indices must be non-negative, got {int(labels.min())}")
     if len(labels.unique()) < 2:
         raise IntriguingError("labels: need images of at least 2 classes to measure coherence")
-    if not 1 <= k < n:
+    if not check_count("k", k) < n:
         raise IntriguingError(f"k: expected 1 <= k < {n} (the number of images), got {k}")
-    if directions < 1:
-        raise IntriguingError(f"directions: expected at least 1 random direction per law, got {directions}")
+    check_count("directions", directions)
 
 
 def analyse_activations(
@@ -70,6 +69,7 @@ def analyse_activations(
     images, the chance level every selection of images is measured against.
     """
     _check_analysis_inputs(activations, labels, k, directions)
+    check_seed(seed)
     activations = activations.float()
     families = {UNITS: direction_metrics(activations, labels, k)}
     if families[UNITS].constant.all():
