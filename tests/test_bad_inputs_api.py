@@ -231,6 +231,18 @@ def test_adversarial_training_study_config_is_checked_when_made(kwargs, message)
         AdvTrainStudyConfig(**kwargs)
 
 
+def test_checking_an_adversarial_training_config_draws_no_random_numbers():
+    """Checking the model's layers builds it; unseeded, that drew its initial weights from torch's global
+    generator, so making a config changed a user's next random numbers."""
+    from intriguing.advtrain import AdvTrainStudyConfig
+
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    AdvTrainStudyConfig(layers=("input", "h1"))
+    assert torch.equal(torch.rand(3), expected)
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"epochs": -1}, "epochs: expected an integer >= 0, got -1"),
     ({"epochs": 1.5}, "epochs: expected an integer >= 0, got 1.5"),
