@@ -61,10 +61,17 @@ def check_limit(value: Any, name: str = "limit") -> int | None:
     return value
 
 
-def check_non_negative(name: str, value: Any) -> float:
+def check_non_negative(name: str, value: Any, note: str = "") -> float:
     """A finite real number >= 0 (a weight, a rate): NaN would train or search nothing, silently."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < float("inf"):
-        raise IntriguingError(f"{name}: expected a finite number >= 0, got {value!r}")
+        raise IntriguingError(f"{name}: expected a finite number >= 0{note}, got {value!r}")
+    return float(value)
+
+
+def check_greater(name: str, value: Any, floor: float = 0.0, what: str = "number") -> float:
+    """A finite real number above ``floor`` (a tolerance, a learning rate, a growth factor)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not floor < value < float("inf"):
+        raise IntriguingError(f"{name}: expected a finite {what} > {floor:g}, got {value!r}")
     return float(value)
 
 

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from intriguing import seeding
-from intriguing.errors import IntriguingError, check_count, check_images, check_labels, check_non_negative
+from intriguing.errors import IntriguingError, check_count, check_greater, check_images, check_labels, check_non_negative
 from intriguing.numerics import zero_subnormal_weights_
 
 # The modules whose outputs are a network's hidden layers: dropout follows them.
@@ -54,8 +54,7 @@ class TrainRecipe:
         check_count("epochs", self.epochs, smallest=0)
         check_count("pretrain_epochs", self.pretrain_epochs, smallest=0)
         check_count("batch_size", self.batch_size)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not 0 < self.lr < math.inf:
-            raise IntriguingError(f"lr: expected a finite learning rate > 0, got {self.lr!r}")
+        check_greater("lr", self.lr, what="learning rate")
         for field_name in ("weight_decay", "pretrain_weight_decay"):
             for layer, lam in getattr(self, field_name).items():
                 check_non_negative(f"{field_name}[{layer!r}]", lam)

@@ -17,7 +17,7 @@ import dataclasses
 import math
 from typing import Any
 
-from intriguing.errors import IntriguingError, check_count
+from intriguing.errors import IntriguingError, check_count, check_greater, check_non_negative
 
 # The paper-faithful search's numbers (Tables 1-4, adversarial training), which the refined attack cuts shorter.
 PAPER_SEARCH = {"c_rtol": 0.01, "max_iter": 100, "stall_window": 10, "max_solves": 30}
@@ -113,13 +113,13 @@ class LBFGSConfig:
             "refine": _flag("refine", self.refine),
             "outside_in": _flag("outside_in", self.outside_in),
             "scale_aware": _flag("scale_aware", self.scale_aware),
-            "initial_c": None if self.initial_c is None else _positive("initial_c", self.initial_c),
-            "c_factor": _greater("c_factor", self.c_factor, 1.0),
-            "c_rtol": _positive("c_rtol", self.c_rtol),
-            "ftol": _positive("ftol", self.ftol),
-            "pgtol": _positive("pgtol", self.pgtol),
+            "initial_c": None if self.initial_c is None else check_greater("initial_c", self.initial_c),
+            "c_factor": check_greater("c_factor", self.c_factor, 1.0),
+            "c_rtol": check_greater("c_rtol", self.c_rtol),
+            "ftol": check_greater("ftol", self.ftol),
+            "pgtol": check_greater("pgtol", self.pgtol),
             "refine_steps": check_count("refine_steps", self.refine_steps, smallest=0),
-            "stall_rtol": _non_negative("stall_rtol", self.stall_rtol),
+            "stall_rtol": check_non_negative("stall_rtol", self.stall_rtol, " (0 turns it off)"),
             "shrink_steps": check_count("shrink_steps", self.shrink_steps, smallest=0),
         }
         for name in ("max_solves", "memory", "max_iter", "batch_size", "stall_window"):
@@ -177,25 +177,3 @@ def _flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise IntriguingError(f"{name}: expected True or False, got {value!r}")
     return value
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _positive(name: str, value: Any) -> float:
-    if not _number(value) or value <= 0:
-        raise IntriguingError(f"{name}: expected a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def _non_negative(name: str, value: Any) -> float:
-    if not _number(value) or value < 0:
-        raise IntriguingError(f"{name}: expected a finite number >= 0 (0 turns it off), got {value!r}")
-    return float(value)
-
-
-def _greater(name: str, value: Any, floor: float) -> float:
-    if not _number(value) or value <= floor:
-        raise IntriguingError(f"{name}: expected a finite number > {floor}, got {value!r}")
-    return float(value)

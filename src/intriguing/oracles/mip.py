@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from intriguing.errors import IntriguingError, check_images, check_labels
+from intriguing.errors import IntriguingError, check_images, check_labels, check_non_negative
 from intriguing.numerics import subnormals_kept
 from intriguing.oracles.branch import branch_and_bound
 from intriguing.oracles.certify import _upper_l2
@@ -127,9 +127,8 @@ def _check_settings(time_limit: float, gap: float, margin: float) -> None:
     """A negative margin lets ``x`` itself "reach" the target (distortion 0, reported as exact); NaNs solve nothing."""
     if not _real(time_limit) or not time_limit > 0:
         raise IntriguingError(f"time_limit: expected a number of seconds > 0 (inf: no limit), got {time_limit!r}")
-    for name, value, what in (("gap", gap, "relative"), ("margin", margin, "logits by which the target must win")):
-        if not _real(value) or not math.isfinite(value) or value < 0:
-            raise IntriguingError(f"{name}: expected a finite number >= 0 ({what}), got {value!r}")
+    check_non_negative("gap", gap, " (relative)")
+    check_non_negative("margin", margin, " (logits by which the target must win)")
 
 
 def _real(value: Any) -> bool:
