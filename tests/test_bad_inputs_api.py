@@ -282,3 +282,11 @@ def test_adversarial_training_config_fields(kwargs, message):
 
     with pytest.raises(IntriguingError, match=message):
         AdvTrainConfig(**kwargs)
+
+
+def test_bounds_given_as_a_string_are_refused():
+    """A bug: ``bounds="01"`` was read character by character as the box (0, 1)."""
+    from intriguing.attacks import LBFGSConfig
+
+    with pytest.raises(IntriguingError, match="bounds: expected a pair"):
+        LBFGSConfig(bounds="01")

@@ -115,3 +115,9 @@ def test_running_out_of_memory_is_one_line(monkeypatch):
     assert line.startswith("error: out of memory (Unable to allocate 7.28 TiB for an array with shape "
                            "(10, 99999999999)")
     assert line.endswith("ask for less at once: fewer examples, directions or images, or a smaller --batch-size")
+
+
+def test_an_empty_data_dir_is_refused_not_read_as_the_bundled_mnist():
+    """A bug: ``--data-dir ''`` (a variable that expanded to nothing) silently ran on the bundled MNIST."""
+    line = one_line(invoke("reproduce", "--preset", "smoke", "--data-dir", "", "--out", "run"))
+    assert "--data-dir" in line and "empty" in line

@@ -119,6 +119,9 @@ def check_data_dir(folder: str | os.PathLike, given_by: str) -> Path:
     A missing folder named by the environment variable is fixed by unsetting it; one passed as an
     argument (or ``--data-dir``) is not, so the advice must not mix the two up.
     """
+    if not str(folder).strip():  # Path("") is the current folder: never what an empty variable meant
+        raise IntriguingError(f"data directory: an empty path (from {given_by}); pass a folder holding the four "
+                              f"MNIST-layout IDX files, or leave {given_by} out to use the bundled MNIST")
     path = Path(folder).expanduser().resolve()
     if path.is_dir():
         return path

@@ -165,6 +165,8 @@ class LBFGSConfig:
 def check_bounds(bounds: Any) -> tuple[float, float]:
     """``bounds`` as a pair of finite floats ``(low, high)`` with ``low < high``."""
     try:
+        if isinstance(bounds, (str, bytes)):  # "01" would be read character by character as (0, 1)
+            raise TypeError
         low, high = (float(b) for b in bounds)
     except (TypeError, ValueError):
         raise IntriguingError(f"bounds: expected a pair (low, high) of numbers, got {bounds!r}") from None
