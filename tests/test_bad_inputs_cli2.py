@@ -121,3 +121,10 @@ def test_an_empty_data_dir_is_refused_not_read_as_the_bundled_mnist():
     """A bug: ``--data-dir ''`` (a variable that expanded to nothing) silently ran on the bundled MNIST."""
     line = one_line(invoke("reproduce", "--preset", "smoke", "--data-dir", "", "--out", "run"))
     assert "--data-dir" in line and "empty" in line
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-0.1"])
+def test_gaussian_stddevs_must_be_finite_and_non_negative(value):
+    """A bug: ``--gaussian nan`` passed the option's check and failed later naming ``stddev:``."""
+    assert "--gaussian: stddevs must be finite and >= 0" in one_line(invoke("transfer", "FC10(1e-4)", "--gaussian",
+                                                                           value))

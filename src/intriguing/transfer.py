@@ -259,7 +259,13 @@ def cross_model_table(models: Mapping[str, nn.Module], x: torch.Tensor, y: torch
 
 @torch.no_grad()
 def _num_classes(models: Mapping[str, nn.Module], x: torch.Tensor) -> int:
-    return int(next(iter(models.values()))(x[:1]).shape[1])
+    """The models' common number of classes: one target must mean the same class to every model."""
+    counts = {name: int(model(x[:1]).shape[1]) for name, model in models.items()}
+    if len(set(counts.values())) > 1:
+        listed = ", ".join(f"{name}: {count}" for name, count in counts.items())
+        raise IntriguingError(f"models: their numbers of classes differ ({listed}); transfer needs classifiers of "
+                              "the same classes")
+    return next(iter(counts.values()))
 
 
 # --- Fig. 7: adversarial examples beside noise of the same size ---------------------------------------------

@@ -6,6 +6,7 @@ paper's sizes (stddev 0.1 and 0.3) is the control row. Library: :func:`intriguin
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -65,8 +66,8 @@ def _stddevs(text: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(",") if v.strip())
     except ValueError:
         raise IntriguingError(f"--gaussian: expected stddevs separated by commas, e.g. {PAPER_STDDEVS}; got {text!r}")
-    if any(v < 0 for v in values):
-        raise IntriguingError(f"--gaussian: stddevs must be >= 0, got {text!r}")
+    if not all(0 <= v < math.inf for v in values):  # NaN fails this too
+        raise IntriguingError(f"--gaussian: stddevs must be finite and >= 0, got {text!r}")
     return values
 
 
