@@ -24,7 +24,6 @@ from typing import Any
 from intriguing import records
 from intriguing.errors import IntriguingError
 from intriguing.runner.backends import Backend
-from intriguing.runner.backends.base import OnResult
 from intriguing.versions import code_version
 
 # The library's code: a change to any of it can change a stored section's or unit's numbers.
@@ -56,29 +55,43 @@ def unit_key(function: Callable[[Any], Any], spec: Any, device: str = "cpu") -> 
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def map_missing(backend: Backend, function: Callable[[Any], Any], specs: Sequence[Any], missing: Sequence[int],
+                keep: Callable[[int, Any], None], on_done: Callable[[int], None] | None = None) -> None:
+    """``function`` over ``specs[i]`` for each ``i`` in ``missing`` on ``backend``. Each result goes to
+    ``keep(i, result)`` as it arrives (to be stored at once, so a kill loses only the units in flight),
+    then ``on_done(count)`` hears how many of ``specs`` are finished, those not missing included."""
+    done = len(specs) - len(missing)
+
+    def arrived(j: int, result: Any) -> None:
+        nonlocal done
+        keep(missing[j], result)
+        done += 1
+        if on_done is not None:
+            on_done(done)
+
+    backend.map(function, [specs[i] for i in missing], on_result=arrived)
+
+
 def kept_map(backend: Backend, function: Callable[[Any], Any], specs: Sequence[Any], folder: Path,
-             rebuild: Callable[[Any], Any], *, device: str = "cpu", on_result: OnResult | None = None) -> list[Any]:
+             rebuild: Callable[[Any], Any], *, device: str = "cpu",
+             on_done: Callable[[int], None] | None = None) -> list[Any]:
     """``function`` over ``specs`` on ``backend``, each result kept in ``folder`` as it arrives and read
     back instead of recomputed on a rerun; ``rebuild`` makes a result from its JSON form (e.g. ``dict``,
-    or a dataclass through :func:`intriguing.records.from_jsonable`). ``on_result`` hears of every
-    unit, kept ones first."""
+    or a dataclass through :func:`intriguing.records.from_jsonable`). ``on_done(count)`` hears how many
+    units are finished, the kept ones first."""
     paths = [folder / f"{function.__name__}-{unit_key(function, spec, device)}.json" for spec in specs]
     kept = [read_record(path, "that unit") for path in paths]
     results: list[Any] = [None if record is None else rebuild(record["result"]) for record in kept]
     missing = [i for i, record in enumerate(kept) if record is None]
-    for i, record in enumerate(kept):
-        if record is not None and on_result is not None:
-            on_result(i, results[i])
+    if on_done is not None and len(missing) < len(specs):
+        on_done(len(specs) - len(missing))
 
-    def keep(j: int, result: Any) -> None:
-        i = missing[j]
+    def keep(i: int, result: Any) -> None:
         jsonable = records.to_jsonable(result, nan_as_null=False)
         _write(paths[i], jsonable)
         results[i] = rebuild(jsonable)
-        if on_result is not None:
-            on_result(i, results[i])
 
-    backend.map(function, [specs[i] for i in missing], on_result=keep)
+    map_missing(backend, function, specs, missing, keep, on_done)
     return results
 
 

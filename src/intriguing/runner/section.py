@@ -17,7 +17,7 @@ from typing import Any
 from intriguing import data
 from intriguing.runner.backends import Backend
 from intriguing.runner.backends.inprocess import InProcess
-from intriguing.runner.kept import kept_map
+from intriguing.runner.kept import kept_map, map_missing
 
 PRESETS = ("smoke", "default", "full")
 DEFAULT_ESTIMATE_SECONDS = 60.0
@@ -73,18 +73,15 @@ class Context:
         With ``keep``, each result is kept under ``OUT/units`` as it arrives and a rerun reads it back
         (:func:`~intriguing.runner.kept.kept_map`; ``keep`` rebuilds a result from its JSON form): for
         units long enough that losing them to a kill would cost real time."""
-        done = 0
-
-        def advance(_: int, __: Any) -> None:
-            nonlocal done
-            done += 1
+        def show(done: int) -> None:
             self.stage(f"{what}: {done}/{len(specs)}", share * done / max(len(specs), 1))
 
-        self.stage(f"{what}: 0/{len(specs)}", 0.0)
+        show(0)
         if keep is not None:
-            return kept_map(self.backend, function, specs, self.out / "units", keep, device=self.device,
-                            on_result=advance)
-        return self.backend.map(function, specs, on_result=advance)
+            return kept_map(self.backend, function, specs, self.out / "units", keep, device=self.device, on_done=show)
+        results: list[Any] = [None] * len(specs)
+        map_missing(self.backend, function, specs, range(len(specs)), results.__setitem__, show)
+        return results
 
 
 FINDING, SANITY = "finding", "sanity"

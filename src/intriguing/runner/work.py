@@ -34,6 +34,7 @@ from intriguing.architectures import NUM_CLASSES
 from intriguing.attacks import LBFGS, LBFGSConfig
 from intriguing.errors import IntriguingError
 from intriguing.runner.backends import Backend
+from intriguing.runner.kept import map_missing
 from intriguing.seeding import example_indices, random_targets
 from intriguing.transfer import AdversarialSet
 
@@ -106,18 +107,13 @@ def train_missing(backend: Backend, specs: Sequence[TrainModel], on_done: Callab
     """Train on the backend (in parallel) the models of ``specs`` that this process's cache lacks, and
     store each checkpoint here as it arrives. ``on_done(count)``: how many models are ready so far."""
     missing = [i for i, spec in enumerate(specs) if not spec.checkpoint().is_file()]
-    done = len(specs) - len(missing)
 
     def keep(i: int, weights: bytes) -> None:
-        nonlocal done
         path = specs[i].checkpoint()
         if not path.is_file():  # a worker on another node: store its checkpoint in this cache
             records.write_bytes(path, weights)
-        done += 1
-        if on_done is not None:
-            on_done(done)
 
-    backend.map(train_model, [specs[i] for i in missing], on_result=lambda j, weights: keep(missing[j], weights))
+    map_missing(backend, train_model, specs, missing, keep, on_done)
 
 
 # --- attacking one shard of examples ------------------------------------------------------------------------
@@ -196,18 +192,12 @@ def attack_stored(backend: Backend, specs: Sequence[AttackShard], paths: Sequenc
     each written atomically to its path as it arrives, so a killed run redoes only the shards in
     flight. ``on_done(count)`` is told how many shards are finished (stored ones included)."""
     found = [load_shard(path, spec.stop - spec.start) for spec, path in zip(specs, paths)]
-    missing = [i for i, shard in enumerate(found) if shard is None]
-    done = len(specs) - len(missing)
 
-    def keep(j: int, shard: AdversarialSet) -> None:
-        nonlocal done
-        found[missing[j]] = shard
-        shard.save(paths[missing[j]], metadata=metadata)
-        done += 1
-        if on_done is not None:
-            on_done(done)
+    def keep(i: int, shard: AdversarialSet) -> None:
+        found[i] = shard
+        shard.save(paths[i], metadata=metadata)
 
-    backend.map(attack_shard, [specs[i] for i in missing], on_result=keep)
+    map_missing(backend, attack_shard, specs, [i for i, shard in enumerate(found) if shard is None], keep, on_done)
     return found
 
 
