@@ -136,9 +136,7 @@ def csv_class_names(values: list, class_names, csv_path: Path) -> tuple[list[str
     named = sorted({v for v in values if isinstance(v, str)})
     numbers = sorted({v for v in values if isinstance(v, int)})
     if class_names:
-        model = [str(c) for c in class_names]
-        keys = [name_key(c) for c in model]
-        return model, {name: class_matches(model, name, keys) for name in named}
+        return [str(c) for c in class_names], matches(named, class_names)
     if named and numbers:
         raise IntriguingError(f"{csv_path}: labels mix class names ({', '.join(map(repr, named[:3]))}) and indices "
                               f"({', '.join(map(repr, map(str, numbers[:3])))}); use one or the other, or give the "
@@ -164,8 +162,7 @@ def model_indices(names: Sequence[str], class_names: Sequence[str] | None, what:
     if not class_names:
         return None
     model_names = [str(c) for c in class_names]
-    keys = [name_key(c) for c in model_names]  # computed once: ImageNet has 1000 classes
-    found = {name: class_matches(model_names, name, keys) for name in names}
+    found = matches(names, class_names)
     ambiguous = [f"{n!r} ({', '.join(map(str, m))})" for n, m in found.items() if len(m) > 1]
     if ambiguous:
         raise IntriguingError(f"{what} {', '.join(ambiguous[:MAX_LISTED])} name several of the model's classes; "
@@ -179,6 +176,13 @@ def model_indices(names: Sequence[str], class_names: Sequence[str] | None, what:
         raise IntriguingError(f"{what} {listed} name none of the model's {len(class_names)} classes{others}; rename "
                               "them to the model's class names (or indices), or use a model with those classes")
     return None
+
+
+def matches(names: Sequence[str], class_names: Sequence) -> dict[str, list[int]]:
+    """The model's class indices each of ``names`` may mean (:func:`~intriguing.models.class_matches`)."""
+    model_names = [str(c) for c in class_names]
+    keys = [name_key(c) for c in model_names]  # computed once: ImageNet has 1000 classes
+    return {name: class_matches(model_names, name, keys) for name in names}
 
 
 def npz_labels(path: Path, array: np.ndarray, n: int, stored: list[str] | None) -> tuple[torch.Tensor, list[str] | None]:

@@ -82,27 +82,29 @@ class AdvTrainStudyConfig:
             raise IntriguingError("seeds: give at least one seed")
         if len(set(self.seeds)) != len(self.seeds):
             raise IntriguingError(f"seeds: each seed may appear once, got {tuple(self.seeds)}")
-        self._check_model_and_layers()
         check_limit(self.limit)
         check_count("eval_examples", self.eval_examples)
         if not 0.0 < self.dropout < 1.0:
             raise IntriguingError(f"dropout: the dropout baseline's rate must lie in (0, 1), got {self.dropout}")
-        if self.eval_examples < 1:
-            raise IntriguingError(f"eval_examples must be at least 1, got {self.eval_examples}")
         if self.eval_target not in TARGETS:
             raise IntriguingError(f"unknown eval_target {self.eval_target!r}: choose one of {', '.join(TARGETS)}")
         if not isinstance(self.eval_attack, LBFGSConfig):
             raise IntriguingError(f"eval_attack: expected an LBFGSConfig (e.g. LBFGSConfig.paper()), "
                                   f"got {self.eval_attack!r}")
+        self._check_model_and_layers()
 
     def _check_model_and_layers(self) -> None:
-        """A misspelt model or layer fails here, not when the study reaches it after training the baselines."""
+        """A misspelt model or layer, or a dropout baseline on a model without hidden layers, fails here, not
+        when the study reaches it after training the baselines."""
         model = zoo.build(self.model, seed=0)  # seeded: no draw from the global generator; an unknown model lists matches
         if isinstance(self.layers, str):
             raise IntriguingError(f"layers: expected a tuple of layer names such as "
                                   f"{(INPUT, *hidden_layers(model))}, got {self.layers!r}")
         for layer in self.layers:
             split_at(model, layer)  # an unknown layer names the model's
+        if self.baselines:
+            with training.hidden_dropout(model, self.dropout):  # a model without hidden layers fails here
+                pass
 
     def train_recipe(self) -> training.TrainRecipe:
         """The model's zoo recipe without its dropout (the variants say which get dropout), with the
@@ -198,21 +200,10 @@ def summarise_runs(runs: list[RunResult], variants: dict[str, Variant]) -> list[
     return summary
 
 
-def _check_layers(config: AdvTrainStudyConfig) -> None:
-    """Fail on a layer the model lacks before any training starts, not after the baselines."""
-    model = zoo.build(config.model)
-    for layer in config.layers:
-        split_at(model, layer)
-    if config.baselines:
-        with training.hidden_dropout(model, config.dropout):  # a model without hidden layers fails here
-            pass
-
-
 def study_jobs(config: AdvTrainStudyConfig) -> list[tuple[str, int]]:
     """Every ``(variant, seed)`` run of ``config``, checked first: an unknown recipe field or layer fails
     here, before any training starts (on whatever workers the runs then go to)."""
-    config.train_recipe()  # an unknown name fails here, listing the close matches
-    _check_layers(config)
+    config.train_recipe()  # an unknown name fails here, listing the close matches (layers: when config was made)
     return [(variant, seed) for variant in config.variants() for seed in config.seeds]
 
 
