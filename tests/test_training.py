@@ -241,3 +241,42 @@ def test_recipe_dropout_on_a_model_without_hidden_layers_fails_with_one_line():
 def test_cache_key_covers_dropout():
     assert zoo.TrainConfig("FC100-100-10").key() != zoo.TrainConfig(
         "FC100-100-10", overrides=(("dropout", 0.3),)).key()
+
+
+def _steps_with(penalty_in_loss: bool, optimizer: str) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Sigmoid(), torch.nn.Linear(5, 3))
+    x, y = torch.rand(40, 6), torch.randint(0, 3, (40,))
+    lams = {"0": 0.3, "2": 0.05}
+
+    def loss(inputs, targets):
+        value = torch.nn.functional.cross_entropy(model(inputs), targets)
+        if penalty_in_loss:
+            value = value + sum(0.5 * lam * model.get_submodule(n).weight.pow(2).sum() for n, lam in lams.items())
+        return value
+
+    training.run_epochs(model.parameters(), loss, x, y, epochs=3, batch_size=8, lr=0.05, optimizer=optimizer,
+                        weight_decay=() if penalty_in_loss else training.decayed_weights(model, lams),
+                        generator=torch.Generator().manual_seed(1), desc="t", progress=False)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_weight_decay_added_to_the_gradient_trains_as_the_paper_penalty_in_the_loss(optimizer):
+    """The paper's lambda/2 ||W||^2 term (Section 4.1) enters as its gradient lambda * W: same training."""
+    by_gradient, by_loss = _steps_with(False, optimizer), _steps_with(True, optimizer)
+    for name, weights in by_loss.items():
+        torch.testing.assert_close(by_gradient[name], weights, rtol=1e-5, atol=1e-6)
+
+
+def test_decayed_weights_names_a_missing_layer_in_one_line():
+    with pytest.raises(IntriguingError, match="lacks"):
+        training.decayed_weights(torch.nn.Sequential(torch.nn.Linear(2, 2)), {"fc9": 1e-5})
+
+
+def test_a_conv_net_trained_channels_last_comes_back_in_the_standard_layout(tmp_path):
+    """Training runs the convolutions channels-last (faster on CPU); the model handed back, and its
+    checkpoint, must be in the ordinary layout every caller and safetensors expect."""
+    result = zoo.train(zoo.TrainConfig("ConvNet", limit=64, overrides=(("epochs", 1),)), progress=False)
+    assert all(p.is_contiguous() for p in result.model.parameters())
+    checkpoint.save_model(result.model, tmp_path / "c.safetensors", {})

@@ -128,9 +128,9 @@ class _PoolTrainer:
     """The state of one adversarial training run: pools, whose turn it is, the refresh schedule."""
 
     def __init__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, config: AdvTrainConfig,
-                 weight_decay: dict[str, float], attack: Callable, steps_per_epoch: int, seed: int):
+                 attack: Callable, steps_per_epoch: int, seed: int):
         self.model, self.images, self.labels = model, images, labels
-        self.config, self.weight_decay, self.attack = config, weight_decay, attack
+        self.config, self.attack = config, attack
         self.uppers = {layer: split_at(model, layer)[1] for layer in config.layers}
         self.classes = output_classes(model, images)
         self.generator = seeding.generator(seed)
@@ -140,7 +140,8 @@ class _PoolTrainer:
         self.turn = 0
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy over the minibatch joined by ``pool_batch`` examples of one pool, plus weight decay."""
+        """Mean cross-entropy over the minibatch joined by ``pool_batch`` examples of one pool (weight decay
+        is :func:`~intriguing.training.run_epochs`' own)."""
         total = nn.functional.cross_entropy(self.model(x), y, reduction="sum")
         count = len(y)
         if self.pools:
@@ -148,7 +149,7 @@ class _PoolTrainer:
             pool_x, pool_y = self.pools[layer].sample(self.config.pool_batch, self.generator)
             total = total + nn.functional.cross_entropy(self.uppers[layer](pool_x), pool_y, reduction="sum")
             count += len(pool_y)
-        return total / count + training.weight_penalty(self.model, self.weight_decay)
+        return total / count
 
     def after_step(self, step: int) -> None:
         """Pass the turn to the next pool; fill the pools after warm-up, then refresh them on schedule."""
@@ -204,13 +205,14 @@ def adversarial_train(model: nn.Module, images: torch.Tensor, labels: torch.Tens
             "raise epochs or lower warmup_epochs"
         )
     steps_per_epoch = -(-len(images) // recipe.batch_size)
-    trainer = _PoolTrainer(model, images, labels, config, recipe.weight_decay, attack or LBFGS(config.attack),
+    trainer = _PoolTrainer(model, images, labels, config, attack or LBFGS(config.attack),
                            steps_per_epoch, seed)
     model.train()
     # Dropout draws from the global generator: seed it, then restore it.
     with training.hidden_dropout(model, recipe.dropout), seeding.seeded(seed):
         training.run_epochs(model.parameters(), trainer.loss, images, labels, epochs=epochs,
                             batch_size=recipe.batch_size, lr=recipe.lr, optimizer=recipe.optimizer,
+                            weight_decay=training.decayed_weights(model, recipe.weight_decay),
                             generator=seeding.generator(seed), desc=desc, progress=progress,
                             on_step=trainer.after_step if config.layers else None)
     model.eval()
