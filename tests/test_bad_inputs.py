@@ -275,6 +275,20 @@ def test_ctrl_c_elsewhere_says_rerun_starts_again(monkeypatch):
                     "rerun the same command to start again")
 
 
+def test_sigterm_turned_into_a_plain_interrupt_by_a_library_still_says_sigterm(monkeypatch):
+    """Ray's ``ray.wait`` catches the interrupt our SIGTERM handler raises and raises a plain
+    KeyboardInterrupt of its own: found on a ``--workers 2`` run killed while waiting for units."""
+    def waits_like_ray(*args, **kwargs):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt from None
+    monkeypatch.setattr(zoo, "trained", waits_like_ray)
+    line = one_line(invoke("train", "FC10(1e-4)"), status=cli.EXIT_SIGTERM)
+    assert line.startswith("interrupted by SIGTERM: ")
+
+
 # The child's made-up sections live in a module of their own: a section's code is hashed by module.
 MADE_UP = textwrap.dedent("""
     import time

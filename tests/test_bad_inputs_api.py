@@ -293,3 +293,10 @@ def test_bounds_given_as_a_string_are_refused():
 
     with pytest.raises(IntriguingError, match="bounds: expected a pair"):
         LBFGSConfig(bounds="01")
+
+
+def test_random_targets_for_a_one_class_model_is_one_line():
+    """A target must differ from the label (Section 4.1): a one-output model has no such class."""
+    from intriguing.seeding import random_targets
+    with pytest.raises(IntriguingError, match="at least 2 classes"):
+        random_targets(torch.zeros(3, dtype=torch.long), 1, seed=0)

@@ -312,3 +312,32 @@ def test_class_folders_naming_none_of_the_models_named_classes_are_an_error(tmp_
     with pytest.raises(IntriguingError, match=r"'cat', 'dog' name none of the model's 3 classes"):
         load_images(tmp_path, class_names=["tench", "goldfish", "shark"])
     assert load_images(tmp_path, class_names=["0", "1", "2"]).labels.tolist() == [0, 1]
+
+
+def _wide_striped(tmp_path):
+    """A 40x20 (width x height) image: red outer quarters, a green central square."""
+    array = np.zeros((20, 40, 3), dtype=np.uint8)
+    array[:, :10, 0] = array[:, 30:, 0] = 255
+    array[:, 10:30, 1] = 255
+    (tmp_path / "a").mkdir()
+    Image.fromarray(array).save(tmp_path / "a" / "wide.png")
+    return array
+
+
+def test_images_of_another_shape_are_centre_cropped_not_squashed(tmp_path):
+    """A photo of another aspect ratio keeps its proportions: the central region of the target's shape
+    is resized, as ImageNet evaluation crops (squashing would distort every object in it)."""
+    array = _wide_striped(tmp_path)
+    cropped = load_images(tmp_path, size=10).images[0]
+    assert cropped[0].max() == 0 and cropped[1].min() == 1  # only the green centre is left
+    squashed = load_images(tmp_path, size=10, fit="squash").images[0]
+    assert squashed[0, :, 0].min() == 1 and squashed[0, :, 5].max() == 0  # red at the sides, green between
+    np.savez(tmp_path / "wide.npz", images=array[None], labels=np.array([0]))
+    from_npz = load_images(tmp_path / "wide.npz", size=10)
+    assert from_npz.images[0, 0].max() == 0 and from_npz.images[0, 1].min() == 1
+
+
+def test_an_unknown_fit_is_one_line(tmp_path):
+    _wide_striped(tmp_path)
+    with pytest.raises(IntriguingError, match="fit: expected 'crop' or 'squash'"):
+        load_images(tmp_path, size=10, fit="stretch")

@@ -38,7 +38,13 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (e.g. ``kill``, a batch system's time limit), raised like Ctrl-C so the same cleanup runs."""
 
 
+# Set when SIGTERM arrives: a library may catch our Terminated and raise a plain KeyboardInterrupt of
+# its own (Ray's ray.wait does), and the user must still be told which signal ended the run.
+_terminated = threading.Event()
+
+
 def _raise_terminated(signum: int, frame: object) -> None:
+    _terminated.set()
     raise Terminated()
 
 
@@ -49,6 +55,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    _terminated.clear()
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         yield
@@ -79,7 +86,7 @@ class _Group(click.Group):
                        "images, or a smaller --batch-size", err=True)
             sys.exit(2)
         except KeyboardInterrupt as e:
-            terminated = isinstance(e, Terminated)
+            terminated = isinstance(e, Terminated) or _terminated.is_set()
             what = "SIGTERM" if terminated else "Ctrl-C"
             click.echo(f"interrupted by {what}: {ctx.meta.get(ON_INTERRUPT, DEFAULT_ON_INTERRUPT)}", err=True)
             sys.exit(EXIT_SIGTERM if terminated else EXIT_SIGINT)

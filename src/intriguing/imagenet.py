@@ -25,13 +25,12 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from intriguing.attacks import LBFGS, LBFGSConfig
 from intriguing.efficientnet import INPUT_SHAPE, require, weights_file
 from intriguing.errors import IntriguingError, check_images
 from intriguing.models import LoadedModel, class_index, imagenet_class_names, resolve_model
-from intriguing.preprocessing import size_pair
+from intriguing.preprocessing import centre_region, resample, size_pair
 
 BUILTIN = "efficientnet-lite0"  # the network's name for every command (intriguing.models.BUILTINS)
 OSTRICH = 9  # the paper's target class in Fig. 5 (ImageNet index)
@@ -78,20 +77,19 @@ def photo(name: str) -> torch.Tensor:
 
 
 def photos(names: Sequence[str] = PHOTOS, size: int | Sequence[int] = INPUT_SHAPE[-1]) -> torch.Tensor:
-    """The photos ``names``, centre-cropped to a square and resized to ``size``: (N, 3, H, W) in [0, 1].
+    """The photos ``names``, centre-cropped to the aspect ratio of ``size`` and resized to it: (N, 3, H, W)
+    in [0, 1].
 
-    The crop keeps the central square of the shorter side, as ImageNet evaluation does; shrinking
-    is antialiased bilinear (what image libraries do).
+    The crop keeps the central region (a square of the shorter side for a square ``size``), as ImageNet
+    evaluation does; shrinking is antialiased bilinear (what image libraries do).
     """
     height, width = size_pair(size, "size")
     images = []
     for name in names:
         image = photo(name)
-        side = min(image.shape[-2:])
-        top, left = (image.shape[-2] - side) // 2, (image.shape[-1] - side) // 2
-        square = image[None, :, top:top + side, left:left + side]
-        images.append(F.interpolate(square, size=(height, width), mode="bilinear", align_corners=False,
-                                    antialias=side > min(height, width)).clamp(0.0, 1.0))
+        top, left, kept_height, kept_width = centre_region(*image.shape[-2:], (height, width))
+        region = image[None, :, top:top + kept_height, left:left + kept_width]
+        images.append(resample(region, (height, width)).clamp(0.0, 1.0))
     return torch.cat(images)
 
 

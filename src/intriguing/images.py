@@ -40,7 +40,7 @@ from intriguing.image_labels import (
 )
 from intriguing.pixels import IMAGE_SUFFIXES
 from intriguing.records import write_bytes
-from intriguing.preprocessing import resample, size_pair
+from intriguing.preprocessing import centre_region, resample, size_pair
 
 LABELS_FILE = "labels.csv"
 NPZ_ARRAYS = ("images", "labels", "class_names")  # the only arrays read: any other may hold anything
@@ -66,10 +66,12 @@ class ImageSet:
 
 def load_images(path: str | os.PathLike, *, size: int | Sequence[int] | None = None, channels: int | None = None,
                 class_names: Sequence[str] | None = None, labels: str | os.PathLike | None = None,
-                limit: int | None = None) -> ImageSet:
+                limit: int | None = None, fit: str = "crop") -> ImageSet:
     """Images and labels from a folder (see the module doc) or a ``.npz`` file.
 
-    ``size`` resizes every image (a number or ``(H, W)``; needed when sizes differ); ``channels``
+    ``size`` resizes every image (a number or ``(H, W)``; needed when sizes differ); an image of another
+    aspect ratio is centre-cropped to that of ``size`` first (``fit="crop"``, as ImageNet evaluation does)
+    or resized whole, its proportions lost (``fit="squash"``). ``channels``
     (1 or 3) converts them, else grayscale stays 1 channel and everything else becomes RGB.
     ``class_names`` are the model's, to map names to indices and check labels against.
     ``limit`` keeps the first ``limit`` images (in sorted file order).
@@ -81,14 +83,16 @@ def load_images(path: str | os.PathLike, *, size: int | Sequence[int] | None = N
         raise IntriguingError(f"channels: expected 1 or 3, got {channels!r}")
     if limit is not None and limit < 1:
         raise IntriguingError(f"limit: expected at least 1 image, got {limit}")
+    if fit not in pixels.FITS:
+        raise IntriguingError(f"fit: expected 'crop' or 'squash', got {fit!r}")
     if path.is_file() and path.suffix.lower() == ".npz":
-        return load_npz(path, size=size, channels=channels, class_names=class_names, limit=limit)
+        return load_npz(path, size=size, channels=channels, class_names=class_names, limit=limit, fit=fit)
     if not path.is_dir():
         what = "no such folder or file" if not path.exists() else "expected a folder of images or a .npz file"
         raise IntriguingError(f"{path}: {what}")
     entries, names = _folder_entries(path, labels, class_names)
     entries = entries[:limit] if limit else entries
-    images = _decode_all(path, [f for f, _ in entries], size_pair(size, "size"), channels)
+    images = _decode_all(path, [f for f, _ in entries], size_pair(size, "size"), channels, fit)
     tensor = torch.tensor([lab for _, lab in entries], dtype=torch.int64)
     check_range(tensor, names, class_names, str(path), [os.path.relpath(f, path) for f, _ in entries])
     return ImageSet(images, tensor, list(class_names or names), [str(f) for f, _ in entries], str(path))
@@ -190,7 +194,8 @@ def _warn_unlisted(root: Path, csv_path: Path, listed: list[Path]) -> None:
                       f"({', '.join(unlisted[:MAX_LISTED])}); add a row for each to use them", stacklevel=5)
 
 
-def _decode_all(root: Path, files: list[Path], size: tuple[int, int] | None, channels: int | None) -> torch.Tensor:
+def _decode_all(root: Path, files: list[Path], size: tuple[int, int] | None, channels: int | None,
+                fit: str) -> torch.Tensor:
     """Decode (see :mod:`intriguing.pixels`) into one (N, C, H, W) float32 tensor in [0, 1]."""
     problems, decoded = Problems(str(root)), []
     for file in files:
@@ -203,7 +208,7 @@ def _decode_all(root: Path, files: list[Path], size: tuple[int, int] | None, cha
         channels = 1 if all(image.mode in pixels.GREY_MODES for _, image in decoded) else 3
     if size is None:
         _check_same_size(root, decoded)
-    return torch.from_numpy(np.stack([pixels.to_array(image, channels, size) for _, image in decoded]))
+    return torch.from_numpy(np.stack([pixels.to_array(image, channels, size, fit) for _, image in decoded]))
 
 
 def _check_same_size(root: Path, decoded: list) -> None:
@@ -218,8 +223,9 @@ def _check_same_size(root: Path, decoded: list) -> None:
 
 
 def load_npz(path: str | os.PathLike, *, size: int | Sequence[int] | None = None, channels: int | None = None,
-             class_names: Sequence[str] | None = None, limit: int | None = None) -> ImageSet:
-    """Images and labels from a ``.npz`` (keys ``images``, ``labels``, optional ``class_names``)."""
+             class_names: Sequence[str] | None = None, limit: int | None = None, fit: str = "crop") -> ImageSet:
+    """Images and labels from a ``.npz`` (keys ``images``, ``labels``, optional ``class_names``), fitted to
+    ``size`` as :func:`load_images` does."""
     path = Path(path)
     arrays = _npz_arrays(path)
     images = _npz_images(path, arrays["images"], channels)
@@ -228,6 +234,9 @@ def load_npz(path: str | os.PathLike, *, size: int | Sequence[int] | None = None
         images, labels = images[:limit], labels[:limit]
     pair = size_pair(size, "size")
     if pair is not None and tuple(images.shape[-2:]) != pair:
+        if fit == "crop":
+            top, left, height, width = centre_region(*images.shape[-2:], pair)
+            images = images[..., top:top + height, left:left + width]
         images = resample(images, pair).clamp(0, 1)
     labels = _to_model_classes(path, labels, stored, class_names)
     names = list(class_names or stored or index_names(int(labels.max()) if len(labels) else -1, f"{path}: labels"))

@@ -23,11 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from intriguing.errors import IntriguingError
+from intriguing.preprocessing import centre_region
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 GREY_MODES = ("L", "F")  # what read() returns besides "RGB"
 WHITE16 = 65535.0
 BITS_PER_SAMPLE = 258  # the TIFF tag
+# How an image of another shape is fitted to the size asked for: its central region of that size's aspect
+# ratio resized (the default, as ImageNet evaluation crops), or the whole image resized, its proportions lost.
+FITS = ("crop", "squash")
 
 
 def read(file: Path, name: str):
@@ -82,13 +86,17 @@ def _bits(image) -> int:
     return max(bits) if isinstance(bits, tuple) else int(bits)
 
 
-def to_array(image, channels: int, size: tuple[int, int] | None) -> np.ndarray:
-    """One image from :func:`read` as (C, H, W) float32 in [0, 1], resized (bilinear) to ``size`` (H, W)."""
+def to_array(image, channels: int, size: tuple[int, int] | None, fit: str = "crop") -> np.ndarray:
+    """One image from :func:`read` as (C, H, W) float32 in [0, 1], fitted to ``size`` (H, W) as ``fit`` says
+    (see :data:`FITS`; bilinear, antialiased when shrinking)."""
     from PIL import Image
 
     if image.mode != "F":
         image = image.convert("L" if channels == 1 else "RGB")
     if size is not None and image.size != (size[1], size[0]):
+        if fit == "crop":
+            top, left, height, width = centre_region(image.height, image.width, size)
+            image = image.crop((left, top, left + width, top + height))
         image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
     if image.mode == "F":
         return np.repeat(np.asarray(image, dtype=np.float32)[None], channels, axis=0)  # bilinear: still in [0, 1]

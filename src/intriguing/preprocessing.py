@@ -91,6 +91,17 @@ def resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
 
 
+def centre_region(height: int, width: int, target: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(top, left, height, width)`` of the largest central region of a ``height`` x ``width`` image with
+    the aspect ratio of ``target`` (H, W): what is resized to ``target`` when an image is fitted by cropping,
+    as ImageNet evaluation does, rather than squashed (which distorts every object in it)."""
+    if height * target[1] > width * target[0]:  # taller than the target: crop top and bottom
+        kept = max(1, round(width * target[0] / target[1]))
+        return (height - kept) // 2, 0, kept, width
+    kept = max(1, round(height * target[1] / target[0]))
+    return 0, (width - kept) // 2, height, kept
+
+
 def _center_crop(x: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
     h, w = x.shape[-2:]
     if crop[0] > h or crop[1] > w:

@@ -43,6 +43,9 @@ def random_targets(labels: torch.Tensor, num_classes: int, seed: int | None = No
     """
     if (seed is None) == (generator is None):
         raise IntriguingError("random_targets: give exactly one of seed= or generator=")
+    if num_classes < 2:
+        raise IntriguingError(f"random_targets: a target class differs from the label, so it needs at least 2 classes; "
+                              f"got num_classes={num_classes}")
     check_labels(labels, "labels", len(labels), num_classes)
     draw_from = generator if generator is not None else torch.Generator().manual_seed(seed)
     shift = torch.randint(1, num_classes, labels.shape, generator=draw_from)

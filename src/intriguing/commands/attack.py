@@ -98,7 +98,7 @@ def save_outputs(folder: Path, loaded: LoadedModel, x: torch.Tensor, y: torch.Te
 @seed_option
 @data_dir_option
 def command(model: str, model_options: dict, n: int, target: str, out: str | None, save: Path | None,
-            no_refine: bool, batch_size: int, data: str | None, split: str, on: str, seed: int,
+            no_refine: bool, batch_size: int, data: str | None, fit: str, split: str, on: str, seed: int,
             data_dir: str | None) -> None:
     """Attack MODEL (a zoo name, 'alexnet', or file.py:factory; see `intriguing models`) with the batched
     box-constrained L-BFGS attack, in the pixel box [0, 1]."""
@@ -108,7 +108,7 @@ def command(model: str, model_options: dict, n: int, target: str, out: str | Non
         if path is not None:
             records.check_writable(path, what)
     loaded = resolve_model(model, **model_options, seed=seed, on=on, data_dir=data_dir)
-    dataset = load_data(loaded, data, split=split, data_dir=data_dir)
+    dataset = load_data(loaded, data, split=split, data_dir=data_dir, fit=fit)
     index = _examples(loaded, dataset, n, target)
     if len(index) == 0:
         raise IntriguingError(f"{model}: no example of {dataset.source} is classified correctly; nothing to attack")

@@ -19,13 +19,14 @@ DIGITS = [str(i) for i in range(10)]
 
 
 def load_data(loaded: LoadedModel, path: str | None, *, split: str = "test", data_dir: str | None = None,
-              limit: int | None = None) -> ImageSet:
-    """``--data PATH`` decoded at the model's input shape and checked against its classes, or the MNIST
-    ``split`` (IDX files in ``data_dir``, default the bundled copy) when no path is given."""
+              limit: int | None = None, fit: str = "crop") -> ImageSet:
+    """``--data PATH`` decoded at the model's input shape (``fit``: see :func:`~intriguing.images.load_images`)
+    and checked against its classes, or the MNIST ``split`` (IDX files in ``data_dir``, default the bundled
+    copy) when no path is given."""
     if path is not None:
         channels, height, width = loaded.input_shape
         return load_images(path, size=(height, width), channels=channels, class_names=loaded.class_names,
-                           limit=limit).to(loaded.device)
+                           limit=limit, fit=fit).to(loaded.device)
     _check_fits_mnist(loaded)
     images, labels = data.load_mnist(split, data_dir)
     if limit is not None:

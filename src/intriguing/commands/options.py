@@ -7,7 +7,7 @@ import functools
 import click
 from click.core import ParameterSource
 
-from intriguing import data
+from intriguing import data, pixels
 
 # Key in ``click.Context.meta`` (shared by the group and its subcommand): what to tell a user whose
 # run was interrupted, set by a subcommand that can say more than the generic message.
@@ -115,11 +115,19 @@ def model_options(several: bool = False):
     return decorate
 
 
-data_option = click.option(
-    "--data", type=click.Path(exists=True, path_type=str), default=None,
-    help="Images: a folder with one subfolder per class (or a labels.csv of filename,label), or a .npz of "
-         "images and labels; default: MNIST (--split, --data-dir).",
-)
+def data_option(command):
+    """``--data`` and ``--fit``: the images, and how those of another shape reach the model's input size."""
+    command = click.option(
+        "--fit", type=click.Choice(pixels.FITS), default="crop", show_default=True,
+        help="How --data images of another shape reach the model's input size: crop (the central region of "
+             "its aspect ratio, resized, as ImageNet evaluation does) or squash (the whole image resized, "
+             "its proportions lost).",
+    )(command)
+    return click.option(
+        "--data", type=click.Path(exists=True, path_type=str), default=None,
+        help="Images: a folder with one subfolder per class (or a labels.csv of filename,label), or a .npz of "
+             "images and labels; default: MNIST (--split, --data-dir).",
+    )(command)
 split_option = click.option(
     "--split", type=click.Choice(list(data.SPLITS)), default="test", show_default=True,
     help="MNIST split the examples come from.",

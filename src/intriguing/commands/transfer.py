@@ -86,7 +86,7 @@ def _stddevs(text: str) -> tuple[float, ...]:
 @seed_option
 @data_dir_option
 def command(models: tuple[str, ...], model_options: dict, n: int, gaussian: str, out: str | None,
-            data: str | None, split: str, on: str, seed: int, data_dir: str | None) -> None:
+            data: str | None, fit: str, split: str, on: str, seed: int, data_dir: str | None) -> None:
     """Table 2 for MODELS: the error of every model (column) on every model's adversarial examples and
     on Gaussian noise (rows), against the true labels, on the same N examples."""
     if out:
@@ -95,7 +95,7 @@ def command(models: tuple[str, ...], model_options: dict, n: int, gaussian: str,
     weights = _weights_per_model(models, model_options["weights"])
     loaded = _load(models, weights, model_options, seed, on, data_dir)
     first = next(iter(loaded.values()))
-    dataset = load_data(first, data, split=split, data_dir=data_dir, limit=n)
+    dataset = load_data(first, data, split=split, data_dir=data_dir, limit=n, fit=fit)
     table = cross_model_table({name: m.model for name, m in loaded.items()}, dataset.images, dataset.labels,
                               seed=seed, gaussian=stddevs)
     click.echo(f"Error rates (%) of each column's model on each row's images ({table.n} examples of "

@@ -71,7 +71,7 @@ def format_study(study: units.UnitStudy) -> list[str]:
 @data_option
 @data_dir_option
 def command(model: str, model_options: dict, layer: str, k: int, directions: int, seed: int, out: Path | None,
-            data: str | None, data_dir: str | None) -> None:
+            data: str | None, fit: str, data_dir: str | None) -> None:
     """Do single units of MODEL (a zoo name trained with --seed, or your own) look more coherent than random
     directions?
 
@@ -86,7 +86,7 @@ def command(model: str, model_options: dict, layer: str, k: int, directions: int
         _check_layer(zoo.build(model), layer)  # a wrong layer name fails now, not after training
     loaded = resolve_model(model, **model_options, seed=seed, data_dir=data_dir)
     _check_layer(loaded.network, layer)  # the error lists the network's own layer names
-    dataset = load_data(loaded, data, split="test", data_dir=data_dir)
+    dataset = load_data(loaded, data, split="test", data_dir=data_dir, fit=fit)
     name = Path(model).name
     out = out or Path("runs") / "units" / f"{units.slug(name, layer)}-s{seed}"
     study = write_study(loaded.model, f"network.{layer}", dataset.images, dataset.labels, out, model_name=name,
