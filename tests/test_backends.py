@@ -107,6 +107,21 @@ def test_in_process_map_keeps_order_reports_each_result_and_restores_threads():
     assert results == [(9, 1), (1, 1), (4, 1)] and seen == [0, 1, 2]
 
 
+def native_threads(_: object) -> list[int]:
+    """The thread counts of the native pools (OpenBLAS, MKL, OpenMP) this process has loaded."""
+    import numpy  # noqa: F401 - loads numpy's BLAS if nothing has yet
+    import threadpoolctl
+    return sorted({pool["num_threads"] for pool in threadpoolctl.threadpool_info()})
+
+
+def test_a_unit_in_process_runs_its_native_thread_pools_at_its_thread_count_and_restores_them():
+    """LipSDP's SCS eigendecompositions through OpenBLAS rounded differently with 2 BLAS threads (in
+    process) than with 1 (Ray workers), so --workers 1 and 2 gave LipSDP bounds 1e-5 apart."""
+    before = native_threads(None)
+    assert InProcess(threads=1).map(native_threads, [0]) == [[1]]
+    assert native_threads(None) == before
+
+
 def test_one_worker_runs_in_process_and_bad_worker_counts_are_refused(monkeypatch):
     assert isinstance(backends.create(1), InProcess)
     for bad in (0, -2, 1.5, True):
@@ -179,6 +194,10 @@ def test_ray_and_in_process_give_bitwise_identical_numbers_in_every_section_with
     artifacts = tmp_path / "b" / "artifacts"
     assert len(list(artifacts.glob("adversarial-*.safetensors"))) == 9  # 3 shards each, joined
     assert not list((artifacts / "shards").rglob("*.safetensors"))
+
+
+def test_a_unit_on_ray_runs_its_native_thread_pools_at_its_thread_count(ray_workers):
+    assert ray_workers.map(native_threads, [0, 1]) == [[1], [1]]
 
 
 def test_a_ray_run_prints_its_one_summary_line_and_nothing_else(tmp_path):

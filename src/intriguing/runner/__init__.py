@@ -18,7 +18,7 @@ from intriguing import records
 from intriguing.records import check_writable
 from intriguing.errors import IntriguingError, unknown_name_error
 from intriguing.runner import work
-from intriguing.runner.backends.base import torch_threads
+from intriguing.runner.backends.base import thread_limit
 from intriguing.runner.progress import Display
 from intriguing.runner.section import PRESETS, Claim, Context, Section, preset_settings
 from intriguing.runner.storage import config_hash, stored, store
@@ -42,7 +42,7 @@ def run(sections: Sequence[Section], ctx: Context, *, only: list[str] | None = N
     check_writable(ctx.out, "output folder")
     chosen = _with_needs(list(sections), only) if only else list(sections)
     found = {s.key: stored(ctx, s) for s in sections}
-    with torch_threads(threads):
+    with thread_limit(threads):
         start = time.perf_counter()
         training = _compute_missing(ctx, chosen, found)
         shown = [s for s in sections if found[s.key] is not None]

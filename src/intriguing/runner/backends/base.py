@@ -8,6 +8,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
+import threadpoolctl
 import torch
 
 from intriguing.errors import IntriguingError
@@ -46,18 +47,27 @@ def worker_setup(threads: int = 1) -> None:
 
 
 @contextlib.contextmanager
-def torch_threads(count: int | None) -> Iterator[None]:
-    """``torch.set_num_threads(count)`` inside the block, the previous setting restored after
-    (``None``: unchanged); for work run in the caller's own process."""
+def thread_limit(count: int | None) -> Iterator[None]:
+    """``count`` threads inside the block, for torch and for the native thread pools that numpy, SciPy
+    and the solvers they serve call (OpenBLAS, OpenMP: through threadpoolctl); the previous settings
+    come back after (``None``: unchanged).
+
+    A unit's numbers must not depend on where it runs. A Ray worker's native pools run 1 thread
+    (Ray sets ``OMP_NUM_THREADS``), this process's as many as it has cores, and LipSDP's bounds came
+    out 1e-5 apart between ``--workers 1`` and ``--workers 2``: BLAS rounds differently with 2 threads.
+    """
     if count is None:
         yield
         return
     if isinstance(count, bool) or not isinstance(count, int) or count < 1:
         raise IntriguingError(f"threads: expected a whole number >= 1, got {count!r}")
+    import scipy.linalg  # noqa: F401 - loads SciPy's BLAS now, so that the limit below reaches it too
+
     before = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
-        yield
+        with threadpoolctl.threadpool_limits(limits=count):
+            yield
     finally:
         torch.set_num_threads(before)
 
