@@ -280,3 +280,16 @@ def test_a_conv_net_trained_channels_last_comes_back_in_the_standard_layout(tmp_
     result = zoo.train(zoo.TrainConfig("ConvNet", limit=64, overrides=(("epochs", 1),)), progress=False)
     assert all(p.is_contiguous() for p in result.model.parameters())
     checkpoint.save_model(result.model, tmp_path / "c.safetensors", {})
+
+
+def test_a_decayed_weight_the_loss_does_not_use_still_decays():
+    """With the penalty in the loss such a weight had the penalty's gradient alone; it keeps it."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(4, 4))  # the second is never called
+    unused = model[1].weight.detach().clone()
+    x, y = torch.rand(16, 4), torch.randint(0, 3, (16,))
+    training.run_epochs(model.parameters(), lambda a, b: torch.nn.functional.cross_entropy(model[0](a), b), x, y,
+                        epochs=2, batch_size=8, lr=0.01, optimizer="sgd",
+                        weight_decay=training.decayed_weights(model, {"1": 0.5}),
+                        generator=torch.Generator().manual_seed(0), desc="t", progress=False)
+    assert model[1].weight.abs().sum() < unused.abs().sum()

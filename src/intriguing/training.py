@@ -163,7 +163,10 @@ def run_epochs(
                 step_rule.zero_grad(set_to_none=True)
                 loss.backward()
                 for weight, lam in decayed:
-                    weight.grad.add_(weight, alpha=lam)
+                    if weight.grad is None:  # a weight the loss leaves out: the penalty is its whole gradient
+                        weight.grad = lam * weight.detach()
+                    else:
+                        weight.grad.add_(weight, alpha=lam)
                 step_rule.step()
                 schedule.step()
                 bar.update()
