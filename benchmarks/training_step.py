@@ -6,7 +6,7 @@ per-layer weight decay, from the same initial weights, on the same shuffled MNIS
 
 - *textbook*: the same cosine learning-rate schedule, the penalty ``lambda/2 * ||W||^2`` in the loss (autograd builds a graph through every
   decayed weight), ``torch.optim.Adam`` with its defaults, minibatches by advanced indexing;
-- *ours*: :func:`intriguing.training.run_epochs` as :func:`~intriguing.training.fit` calls it (the
+- *ours*: :func:`intriguing.training.fit` (through :func:`~intriguing.training.run_epochs`: the
   penalty's gradient added to the weights' gradients, fused Adam, ``index_select``, convolutions
   channels-last).
 
@@ -21,6 +21,7 @@ Usage: ``python benchmarks/training_step.py [--steps 300] [--repeat 3] [--models
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -45,14 +46,8 @@ def textbook(model: nn.Module, recipe: training.TrainRecipe, x: torch.Tensor, y:
 
 
 def ours(model: nn.Module, recipe: training.TrainRecipe, x: torch.Tensor, y: torch.Tensor) -> None:
-    """One epoch of :func:`~intriguing.training.run_epochs` as :func:`~intriguing.training.fit` runs it."""
-    if x.dim() == 4:
-        model.to(memory_format=torch.channels_last)
-    training.run_epochs(model.parameters(), lambda a, b: nn.functional.cross_entropy(model(a), b), x, y,
-                        epochs=1, batch_size=recipe.batch_size, lr=recipe.lr,
-                        weight_decay=training.decayed_weights(model, recipe.weight_decay),
-                        generator=torch.Generator().manual_seed(0), desc="ours", progress=False)
-    model.to(memory_format=torch.contiguous_format)
+    """One epoch of :func:`~intriguing.training.fit` itself (seed 0: textbook's minibatch order)."""
+    training.fit(model, x, y, dataclasses.replace(recipe, epochs=1), seed=0, progress=False)
 
 
 def timed(loop, name: str, x: torch.Tensor, y: torch.Tensor) -> tuple[float, nn.Module]:

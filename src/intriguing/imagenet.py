@@ -30,7 +30,7 @@ from intriguing.attacks import LBFGS, LBFGSConfig
 from intriguing.efficientnet import INPUT_SHAPE, require, weights_file
 from intriguing.errors import IntriguingError, check_images
 from intriguing.models import LoadedModel, class_index, imagenet_class_names, resolve_model
-from intriguing.preprocessing import centre_region, resample, size_pair
+from intriguing.preprocessing import centre_cropped, resample, size_pair
 
 BUILTIN = "efficientnet-lite0"  # the network's name for every command (intriguing.models.BUILTINS)
 OSTRICH = 9  # the paper's target class in Fig. 5 (ImageNet index)
@@ -86,9 +86,7 @@ def photos(names: Sequence[str] = PHOTOS, size: int | Sequence[int] = INPUT_SHAP
     height, width = size_pair(size, "size")
     images = []
     for name in names:
-        image = photo(name)
-        top, left, kept_height, kept_width = centre_region(*image.shape[-2:], (height, width))
-        region = image[None, :, top:top + kept_height, left:left + kept_width]
+        region = centre_cropped(photo(name)[None], (height, width))
         images.append(resample(region, (height, width)).clamp(0.0, 1.0))
     return torch.cat(images)
 

@@ -40,7 +40,7 @@ from intriguing.image_labels import (
 )
 from intriguing.pixels import IMAGE_SUFFIXES
 from intriguing.records import write_bytes
-from intriguing.preprocessing import centre_region, resample, size_pair
+from intriguing.preprocessing import centre_cropped, resample, size_pair
 
 LABELS_FILE = "labels.csv"
 NPZ_ARRAYS = ("images", "labels", "class_names")  # the only arrays read: any other may hold anything
@@ -234,10 +234,7 @@ def load_npz(path: str | os.PathLike, *, size: int | Sequence[int] | None = None
         images, labels = images[:limit], labels[:limit]
     pair = size_pair(size, "size")
     if pair is not None and tuple(images.shape[-2:]) != pair:
-        if fit == "crop":
-            top, left, height, width = centre_region(*images.shape[-2:], pair)
-            images = images[..., top:top + height, left:left + width]
-        images = resample(images, pair).clamp(0, 1)
+        images = resample(centre_cropped(images, pair) if fit == "crop" else images, pair).clamp(0, 1)
     labels = _to_model_classes(path, labels, stored, class_names)
     names = list(class_names or stored or index_names(int(labels.max()) if len(labels) else -1, f"{path}: labels"))
     files = [f"{path.name}[{i}]" for i in range(len(labels))]

@@ -102,6 +102,12 @@ def centre_region(height: int, width: int, target: tuple[int, int]) -> tuple[int
     return 0, (width - kept) // 2, height, kept
 
 
+def centre_cropped(x: torch.Tensor, target: tuple[int, int]) -> torch.Tensor:
+    """The :func:`centre_region` of (..., H, W) ``x`` with ``target``'s aspect ratio (a view)."""
+    top, left, height, width = centre_region(*x.shape[-2:], target)
+    return x[..., top:top + height, left:left + width]
+
+
 def _center_crop(x: torch.Tensor, crop: tuple[int, int]) -> torch.Tensor:
     h, w = x.shape[-2:]
     if crop[0] > h or crop[1] > w:

@@ -34,18 +34,6 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def worker_setup(threads: int = 1) -> None:
-    """What every process that runs units does first: ``threads`` torch threads and no subnormals.
-
-    Subnormal floats (weights that weight decay drove towards zero) make every operation about
-    17x slower on x86 CPUs; flushing them changes no result that matters and is the same in every
-    worker, so the numbers do not depend on where a unit runs.
-    """
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)
-    flush_subnormals()
-
-
 @contextlib.contextmanager
 def thread_limit(count: int | None) -> Iterator[None]:
     """``count`` threads inside the block, for torch and for the native thread pools that numpy, SciPy
@@ -70,6 +58,20 @@ def thread_limit(count: int | None) -> Iterator[None]:
             yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def worker_setup(threads: int = 1) -> Iterator[None]:
+    """What every unit runs under, in process or in a Ray worker: :func:`thread_limit` ``threads`` and no
+    subnormals.
+
+    Subnormal floats (weights that weight decay drove towards zero) make every operation about
+    17x slower on x86 CPUs; flushing them changes no result that matters and is the same in every
+    worker, so the numbers do not depend on where a unit runs.
+    """
+    with thread_limit(threads):
+        flush_subnormals()
+        yield
 
 
 def ray_installed() -> bool:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from intriguing.runner.backends.base import OnResult, thread_limit, worker_setup
+from intriguing.runner.backends.base import OnResult, worker_setup
 
 
 class InProcess:
-    """One worker: this process. Each unit runs under :func:`worker_setup` and :func:`thread_limit`
-    with ``threads`` threads, like a Ray worker, and the caller's thread counts are restored afterwards,
-    so a unit's numbers are the same here as on a cluster."""
+    """One worker: this process. Each unit runs under :func:`worker_setup` with ``threads`` threads, like
+    a Ray worker, and the caller's thread counts are restored afterwards, so a unit's numbers are the same
+    here as on a cluster."""
 
     workers = 1
 
@@ -21,8 +21,7 @@ class InProcess:
     def map(self, function: Callable[[Any], Any], specs: Sequence[Any], *,
             on_result: OnResult | None = None) -> list[Any]:
         results = []
-        with thread_limit(self.threads):  # the caller's own thread counts come back afterwards
-            worker_setup(self.threads)
+        with worker_setup(self.threads):  # the caller's own thread counts come back afterwards
             for i, spec in enumerate(specs):
                 results.append(function(spec))
                 if on_result is not None:

@@ -24,7 +24,7 @@ import ray
 
 from intriguing.errors import IntriguingError
 from intriguing.numerics import flush_subnormals
-from intriguing.runner.backends.base import OnResult, local_cores, thread_limit, worker_setup
+from intriguing.runner.backends.base import OnResult, local_cores, worker_setup
 
 TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 # Tries of a unit after its worker died (a system failure, not an exception of the unit).
@@ -42,8 +42,7 @@ def unit_resources(gpus_per_unit: float = 0.0) -> dict[str, float]:
 
 def _run_unit(function: Callable[[Any], Any], spec: Any, threads: int) -> Any:
     """One unit on a worker: the same torch and thread settings as in-process, then ``function(spec)``."""
-    worker_setup(threads)
-    with thread_limit(threads):
+    with worker_setup(threads):
         return function(spec)
 
 
