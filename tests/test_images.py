@@ -142,6 +142,33 @@ def test_npz_uint8_nhwc_and_float_nchw(tmp_path):
     assert data.images.shape == (2, 3, 3, 3) and data.class_names == ["a", "b"]
 
 
+def test_npz_with_both_layouts_possible_needs_its_layout(tmp_path):
+    """A bug: (N, 3, H, 3) was read channels-first without a word, though it may be (N, H, W, 3): a silently
+    transposed image. Such a shape now needs ``layout``; with it, either reading is right."""
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 3, 5, 3), dtype=np.uint8)
+    np.savez(tmp_path / "a.npz", images=pixels, labels=np.array([0, 1]))
+    with pytest.raises(IntriguingError, match=r"a\.npz: images of shape \(2, 3, 5, 3\) read as \(N, C, H, W\) or as "
+                       r"\(N, H, W, C\); say which: np\.savez\(\.\.\., layout='NCHW'\) or layout='NHWC'"):
+        load_images(tmp_path / "a.npz")
+    for layout, shape, pixel in (("NHWC", (2, 3, 3, 5), pixels[1, 2, 4]), ("nchw", (2, 3, 5, 3), pixels[1, :, 4, 2])):
+        np.savez(tmp_path / "a.npz", images=pixels, labels=np.array([0, 1]), layout=layout)
+        data = load_images(tmp_path / "a.npz")
+        assert data.images.shape == shape
+        index = (1, slice(None), 2, 4) if layout == "NHWC" else (1, slice(None), 4, 2)
+        assert torch.equal(data.images[index], torch.tensor(pixel / 255.0, dtype=torch.float32))
+
+
+@pytest.mark.parametrize("images, layout, message", [
+    (np.zeros((2, 4, 4, 1), np.uint8), "CHW", r"layout 'CHW': expected NCHW, NHWC or NHW"),
+    (np.zeros((2, 4, 4, 5), np.uint8), "NHWC", r"shape \(2, 4, 4, 5\) is not NHWC with C 1 or 3"),
+    (np.zeros((2, 4, 4), np.uint8), "NCHW", r"shape \(2, 4, 4\) is not NCHW with C 1 or 3"),
+])
+def test_npz_layout_must_fit_the_images(tmp_path, images, layout, message):
+    np.savez(tmp_path / "bad.npz", images=images, labels=np.array([0, 1]), layout=layout)
+    with pytest.raises(IntriguingError, match=message):
+        load_images(tmp_path / "bad.npz")
+
+
 @pytest.mark.parametrize("arrays, message", [
     ({"images": np.zeros((2, 1, 4, 4), np.float32)}, "missing array.*labels"),
     ({"images": np.full((2, 1, 4, 4), 2.0, np.float32), "labels": np.array([0, 1])}, r"must lie in \[0, 1\]"),

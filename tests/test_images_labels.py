@@ -52,6 +52,12 @@ def test_duplicate_rows_are_an_error(tmp_path):
         load_images(_folder(tmp_path, "a.png,1\na.png,0\nb.png,0\n"))
 
 
+def test_lines_are_counted_in_the_file_not_in_records(tmp_path):
+    """A bug: a quoted cell spanning two lines shifted every later line number given in an error by one."""
+    with pytest.raises(IntriguingError, match=r"line 4: no image 'missing.png'"):
+        load_images(_folder(tmp_path, 'filename,label,notes\na.png,1,"two\nlines"\nmissing.png,0,\n'))
+
+
 @pytest.mark.parametrize("label, index", [("1.0", 1), ("+1", 1), ("01", 1)])
 def test_numeric_labels_written_otherwise_are_indices(tmp_path, label, index):
     """A bug: '1.0' (pandas writes ints so when a column had a gap) and '+1' were taken as class *names*:

@@ -16,7 +16,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -68,8 +68,7 @@ def read_csv(csv_path: Path) -> list[Row]:
     except OSError as e:
         raise IntriguingError(f"{csv_path}: cannot read the labels CSV ({e})") from None
     try:
-        raw = [(row, n) for n, row in enumerate(csv.reader(io.StringIO(text), delimiter=_delimiter(text)), start=1)
-               if any(c.strip() for c in row)]
+        raw = [(row, n) for row, n in _rows_and_lines(text) if any(c.strip() for c in row)]
     except csv.Error as e:
         raise IntriguingError(f"{csv_path}: not a readable CSV ({e}); write one filename,label row per image") from None
     columns = _header_columns([c.strip().lower() for c in raw[0][0]], csv_path) if raw else None
@@ -81,6 +80,15 @@ def read_csv(csv_path: Path) -> list[Row]:
         raise IntriguingError(f"{csv_path}: expected 2 columns (filename,label) on every line, or a header row naming "
                               f"the filename and label columns; lines {short[:5]} differ")
     return [Row(row[file_col].strip(), row[label_col].strip(), n) for row, n in raw]
+
+
+def _rows_and_lines(text: str) -> Iterator[tuple[list[str], int]]:
+    """Each record with the line it starts on: a quoted cell may span lines, so records are not lines."""
+    reader = csv.reader(io.StringIO(text), delimiter=_delimiter(text))
+    line = 1
+    for row in reader:
+        yield row, line
+        line = reader.line_num + 1
 
 
 def _delimiter(text: str) -> str:

@@ -13,8 +13,9 @@ Two layouts of a folder are understood:
 Pixels are decoded by :mod:`intriguing.pixels` (EXIF orientation applied, transparency on white,
 16-bit images by 65535). A ``.npz`` holds ``images`` (N, C, H, W) or (N, H, W, C) or (N, H, W), uint8
 in 0..255, uint16 in 0..65535 or floats in [0, 1], and ``labels`` (N,) indexing its optional
-``class_names`` (renumbered into the model's order when they name its classes); it is read without
-unpickling anything. Every image becomes float32 in [0, 1]: the box in which the paper's attack
+``class_names`` (renumbered into the model's order when they name its classes); an optional ``layout``
+(``"NCHW"``, ``"NHWC"`` or ``"NHW"``) says how ``images`` is laid out, and is needed where its shape
+reads both ways, e.g. (N, 3, H, 3). It is read without unpickling anything. Every image becomes float32 in [0, 1]: the box in which the paper's attack
 (Section 4.1) measures distortion. Problems are collected and reported together, one clear line each,
 so a broken folder is fixed in one go.
 """
@@ -43,7 +44,7 @@ from intriguing.records import write_bytes
 from intriguing.preprocessing import centre_cropped, resample, size_pair
 
 LABELS_FILE = "labels.csv"
-NPZ_ARRAYS = ("images", "labels", "class_names")  # the only arrays read: any other may hold anything
+NPZ_ARRAYS = ("images", "labels", "class_names", "layout")  # the only arrays read: any other may hold anything
 
 
 @dataclass
@@ -224,11 +225,11 @@ def _check_same_size(root: Path, decoded: list) -> None:
 
 def load_npz(path: str | os.PathLike, *, size: int | Sequence[int] | None = None, channels: int | None = None,
              class_names: Sequence[str] | None = None, limit: int | None = None, fit: str = "crop") -> ImageSet:
-    """Images and labels from a ``.npz`` (keys ``images``, ``labels``, optional ``class_names``), fitted to
-    ``size`` as :func:`load_images` does."""
+    """Images and labels from a ``.npz`` (keys ``images``, ``labels``, optional ``class_names`` and
+    ``layout``), fitted to ``size`` as :func:`load_images` does."""
     path = Path(path)
     arrays = _npz_arrays(path)
-    images = _npz_images(path, arrays["images"], channels)
+    images = _npz_images(path, arrays["images"], _layout(path, arrays["images"].shape, arrays.get("layout")), channels)
     labels, stored = npz_labels(path, arrays["labels"], len(images), _stored_names(path, arrays.get("class_names")))
     if limit:
         images, labels = images[:limit], labels[:limit]
@@ -279,15 +280,40 @@ def _stored_names(path: Path, array: np.ndarray | None) -> list[str] | None:
     return [c.decode() if isinstance(c, bytes) else str(c) for c in array.tolist()]
 
 
-def _npz_images(path: Path, array: np.ndarray, channels: int | None) -> torch.Tensor:
-    """(N, C, H, W) float32 in [0, 1] from uint8, uint16 or float arrays in NCHW, NHWC or NHW layout."""
-    if array.ndim == 3:
-        array = array[:, None]
-    elif array.ndim == 4 and array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
-        array = array.transpose(0, 3, 1, 2)
-    if array.ndim != 4 or array.shape[1] not in (1, 3):
+LAYOUTS = {"NCHW": (0, 1, 2, 3), "NHWC": (0, 3, 1, 2), "NHW": None}  # each to (N, C, H, W)
+
+
+def _layout(path: Path, shape: tuple[int, ...], stored: np.ndarray | None) -> str:
+    """How ``images`` is laid out: the file's ``layout`` where given, else what its shape allows. A shape
+    that reads both ways ((N, 3, H, 3), (N, 1, H, 3), ...) needs ``layout``: guessing would silently
+    transpose every image of the other reading."""
+    if stored is not None:
+        layout = str(stored.item() if stored.ndim == 0 else stored).upper()
+        if layout not in LAYOUTS:
+            raise IntriguingError(f"{path}: layout {str(stored)!r}: expected NCHW, NHWC or NHW (how images is laid out)")
+        if not _fits(layout, shape):
+            channels = " with C 1 or 3" if layout != "NHW" else ""
+            raise IntriguingError(f"{path}: images: shape {shape} is not {layout}{channels}, as its layout says")
+        return layout
+    possible = [layout for layout in LAYOUTS if _fits(layout, shape)]
+    if not possible:
         raise IntriguingError(f"{path}: images: expected (N, C, H, W), (N, H, W, C) or (N, H, W) with C 1 or 3, "
-                              f"got shape {array.shape}")
+                              f"got shape {shape}")
+    if len(possible) > 1:
+        raise IntriguingError(f"{path}: images of shape {shape} read as (N, C, H, W) or as (N, H, W, C); say which: "
+                              "np.savez(..., layout='NCHW') or layout='NHWC'")
+    return possible[0]
+
+
+def _fits(layout: str, shape: tuple[int, ...]) -> bool:
+    if layout == "NHW":
+        return len(shape) == 3
+    return len(shape) == 4 and shape[layout.index("C")] in (1, 3)
+
+
+def _npz_images(path: Path, array: np.ndarray, layout: str, channels: int | None) -> torch.Tensor:
+    """(N, C, H, W) float32 in [0, 1] from uint8, uint16 or float arrays laid out as ``layout``."""
+    array = array[:, None] if layout == "NHW" else array.transpose(LAYOUTS[layout])
     if array.shape[0] == 0:
         raise IntriguingError(f"{path}: images: no images (shape {array.shape})")
     if array.dtype in (np.uint8, np.uint16):
@@ -357,11 +383,12 @@ def write_pngs(folder: str | os.PathLike, images: torch.Tensor, names: Sequence[
 
 def write_npz(path: str | os.PathLike, images: torch.Tensor, labels: torch.Tensor, class_names: Sequence[str],
               **arrays: torch.Tensor) -> Path:
-    """An :func:`load_npz`-readable file (float32 images, int64 labels, class names) plus extra ``arrays``."""
+    """An :func:`load_npz`-readable file (float32 images (N, C, H, W), int64 labels, class names) plus extra
+    ``arrays``."""
     buffer = io.BytesIO()
     extra = {k: v.detach().cpu().numpy() for k, v in arrays.items()}
     np.savez_compressed(buffer, images=images.detach().float().cpu().numpy(),
                         labels=labels.detach().cpu().numpy().astype(np.int64),
-                        class_names=np.array([str(c) for c in class_names]), **extra)
+                        class_names=np.array([str(c) for c in class_names]), layout=np.array("NCHW"), **extra)
     write_bytes(path, buffer.getvalue())
     return Path(path)
