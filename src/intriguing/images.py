@@ -288,7 +288,8 @@ def _layout(path: Path, shape: tuple[int, ...], stored: np.ndarray | None) -> st
     that reads both ways ((N, 3, H, 3), (N, 1, H, 3), ...) needs ``layout``: guessing would silently
     transpose every image of the other reading."""
     if stored is not None:
-        layout = str(stored.item() if stored.ndim == 0 else stored).upper()
+        value = stored.item() if stored.size == 1 else stored
+        layout = (value.decode() if isinstance(value, bytes) else str(value)).upper()
         if layout not in LAYOUTS:
             raise IntriguingError(f"{path}: layout {str(stored)!r}: expected NCHW, NHWC or NHW (how images is laid out)")
         if not _fits(layout, shape):
