@@ -359,6 +359,17 @@ def test_section_runs_renders_and_checks_its_claims(tmp_path):
     assert all(claim.holds for claim in table5.SECTION.claims(result))
 
 
+@pytest.mark.parametrize("lower, holds", [(0.36702949802766316, True), (0.3671, False)])
+def test_product_check_allows_rounding_only(lower, holds):
+    """A bug: the full preset's FC10(1) failed the sanity check "the product bounds the network" with product
+    0.36702949683530217 (one linear layer: its norm by Lanczos, the map in float32) below the Jacobian's
+    norm 0.36702949802766316: the same number, computed twice. Rounding is allowed, a real excess is not."""
+    table = {"model": "FC10(1)", "product_bound": 0.36702949683530217, "gradient_lower_bound": lower,
+             "pair_lower_bound": 0.3244939072786358, "layers": []}
+    (claim,) = table5.claims({"alexnet": None, "mnist": [table]})
+    assert claim.holds is holds
+
+
 def test_cli_bounds_a_checkpoint_and_saves_json(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "convnet.safetensors"

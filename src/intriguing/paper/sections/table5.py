@@ -170,6 +170,13 @@ def _mnist_markdown(tables: list[dict[str, Any]]) -> str:
     return "\n\n".join(parts)
 
 
+# Relative rounding allowed between a bound and what it bounds where both are the same number computed two
+# ways: a convolution's Fourier bound and its Lanczos norm; one linear layer's norm (Lanczos, the map run in
+# float32) and the norm of its Jacobian (the float32 weights, in float64). The full preset's FC10(1) had
+# 0.36702949683530217 against 0.36702949802766316.
+ROUNDING = 1e-6
+
+
 def claims(result: dict[str, Any]) -> list[Claim]:
     """Section 4.3's guarantees, checked on our numbers: the Fourier formula bounds each convolution; the
     product bounds the network. They are sanity checks (:data:`SANITY`), not findings about the paper."""
@@ -180,13 +187,13 @@ def claims(result: dict[str, Any]) -> list[Claim]:
         worst = min(layer["bound"] / layer["exact"] for layer in convolutions)
         found.append(Claim(
             KEY, "Section 4.3: the Fourier formula upper-bounds the operator norm of each convolution",
-            holds=worst >= 1 - 1e-6, kind=SANITY,
+            holds=worst >= 1 - ROUNDING, kind=SANITY,
             evidence=f"{len(convolutions)} convolutions; smallest bound / exact norm {worst:.4f}"))
     measured = [t for t in result["mnist"] if _lower_bound(t) is not None]
     if measured:
         found.append(Claim(
             KEY, "Section 4.3: the product of the layers' bounds bounds the network's instability",
-            holds=all(t["product_bound"] >= _lower_bound(t) for t in measured), kind=SANITY,
+            holds=all(t["product_bound"] >= (1 - ROUNDING) * _lower_bound(t) for t in measured), kind=SANITY,
             evidence="; ".join(f"{t['model']}: product {_number(t['product_bound'])} ≥ lower bound "
                                f"{_number(_lower_bound(t))}" for t in measured)))
     return found
