@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import torch
 
-from intriguing import records
+from intriguing import records, zoo
 from intriguing.attacks import LBFGSConfig
 from intriguing.errors import IntriguingError
 from intriguing.advtrain import AdvTrainConfig, AdvTrainStudyConfig
@@ -157,6 +157,32 @@ def test_stored_shards_are_skipped_and_a_damaged_one_is_recomputed(tmp_path, iso
     assert counted == [3] and same_sets(first, repaired)
     joined = work.joined(first)
     assert len(joined) == 12 and joined.config == first[0].config
+
+
+def test_models_go_to_the_workers_longest_first(isolated_cache):
+    """With 2 workers the default preset's last model (FC200-200-10, ~90 s) trained alone at the end while the
+    other worker idled for 74 s: models are now handed out longest first (LPT), by a relative cost guess."""
+    names = ("FC10(1e-4)", "FC200-200-10", "FC100-100-10", "ConvNet")
+    specs = [work.TrainModel.of(name, cache=str(isolated_cache)) for name in names]
+    halved = work.TrainModel.of("FC100-100-10", on="P1", cache=str(isolated_cache))
+    assert work.longest_first([*specs, halved]) == [3, 1, 2, 4, 0]
+
+    def cost(spec: work.TrainModel) -> float:
+        return zoo.training_cost(spec.config)
+
+    assert cost(halved) == pytest.approx(cost(specs[2]) / 2)
+    limited = work.TrainModel.of("FC100-100-10", limit=600, overrides={"epochs": 1}, cache=str(isolated_cache))
+    assert cost(limited) == pytest.approx(cost(specs[2]) / 100 / 60)
+
+    handed = []
+
+    class Recording(InProcess):
+        def map(self, function, specs, *, on_result=None):
+            handed.extend(spec.name for spec in specs)
+            return []
+
+    work.train_missing(Recording(), specs)
+    assert handed == ["ConvNet", "FC200-200-10", "FC100-100-10", "FC10(1e-4)"]
 
 
 def test_an_adversarial_training_unit_is_one_run_of_the_study():

@@ -288,6 +288,14 @@ def load_mnist(split: str = "train", data_dir: str | os.PathLike | None = None) 
     return x, y
 
 
+def split_size(split: str = "train", data_dir: str | os.PathLike | None = None) -> int:
+    """How many images ``split`` holds, from its labels file alone (P1 and P2: a half of the training set each)."""
+    if split not in SPLITS:
+        raise IntriguingError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+    labels = _load_verified(resolve_data_dir(data_dir), FILES["test" if split == "test" else "train"][1])
+    return len(split_indices(len(labels))[split == "P2"]) if split in ("P1", "P2") else len(labels)
+
+
 def fingerprint(data_dir: str | os.PathLike | None = None) -> str:
     """A short hash naming the dataset's content, so caches never mix MNIST and e.g. Fashion-MNIST."""
     folder = resolve_data_dir(data_dir)

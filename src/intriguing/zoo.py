@@ -25,10 +25,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from intriguing import data, seeding
-from intriguing.architectures import NUM_CLASSES, AutoencoderClassifier, conv_net, fully_connected
+from intriguing.architectures import INPUT_SHAPE, NUM_CLASSES, AutoencoderClassifier, conv_net, fully_connected
 from intriguing.checkpoint import load_weights, read_metadata, save_model
 from intriguing.errors import IntriguingError, check_limit, check_seed, unknown_name_error
 from intriguing.records import check_writable
@@ -148,6 +149,46 @@ def _config(name: str, on: str, seed: int, limit: int | None, overrides: dict | 
     config = TrainConfig(name, on, seed, limit, tuple(sorted((overrides or {}).items())))
     config.recipe  # unknown recipe fields fail here, before any work
     return config
+
+
+# A training step's fixed cost (optimiser, dispatch, Python) in multiply-adds of the network: fitted, with
+# 1.1e-10 s per multiply-add, to the default preset's models trained on one core (ConvNet 124 s, AE400-10
+# 88 s, FC200-200-10 68 s, FC100-100-10 62 s, FC20-20-10(ReLU) 8 s, FC10 4.5 s: the order the guess gives).
+STEP_MULTIPLY_ADDS = 5e6
+
+
+def training_cost(config: TrainConfig, data_dir: str | os.PathLike | None = None) -> float:
+    """A guess at the time training ``config`` takes, in multiply-adds (only comparisons with other models'
+    guesses mean something): passes over the data (pretraining included) times images times, per image, the
+    network's multiply-adds plus its share of a step's fixed cost."""
+    recipe = config.recipe
+    images = data.split_size(config.on, data_dir)
+    images = min(images, config.limit) if config.limit else images
+    per_image = multiply_adds(build(config.name, seed=config.seed)) + STEP_MULTIPLY_ADDS / recipe.batch_size
+    return (recipe.epochs + recipe.pretrain_epochs) * images * per_image
+
+
+def multiply_adds(model: nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE) -> int:
+    """Multiply-adds of one forward pass of one image through ``model``'s linear and convolution layers
+    (what their weights cost; activations and pooling are left out): a size for comparing networks."""
+    total = 0
+
+    def count(module: nn.Module, _inputs, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Linear):
+            total += module.in_features * module.out_features * output[..., 0].numel()
+        else:
+            kernel = module.kernel_size[0] * module.kernel_size[1]
+            total += output.numel() * module.in_channels // module.groups * kernel
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, *input_shape))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> Path:

@@ -81,9 +81,20 @@ class TrainModel:
                            overrides=dict(self.overrides) or None, data_dir=self.data_dir, cache=self.cache,
                            progress=False)
 
+    @property
+    def config(self) -> zoo.TrainConfig:
+        return zoo.TrainConfig(self.name, self.on, self.seed, self.limit, self.overrides)
+
     def checkpoint(self) -> Path:
-        config = zoo.TrainConfig(self.name, self.on, self.seed, self.limit, self.overrides)
-        return zoo.checkpoint_path(config, self.data_dir, self.cache)
+        return zoo.checkpoint_path(self.config, self.data_dir, self.cache)
+
+
+def longest_first(specs: Sequence[TrainModel]) -> list[int]:
+    """The indices of ``specs`` by decreasing :func:`~intriguing.zoo.training_cost` (ties in their order):
+    handed out in this order, no worker is left training a long model alone at the end (longest processing
+    time first). With 2 workers the default preset's models had ended with FC200-200-10 alone for 74 s."""
+    costs = [zoo.training_cost(spec.config, spec.data_dir) for spec in specs]
+    return sorted(range(len(specs)), key=lambda i: -costs[i])
 
 
 def train_model(spec: TrainModel) -> bytes:
@@ -104,9 +115,10 @@ def trained(backend: Backend, specs: Sequence[TrainModel],
 
 
 def train_missing(backend: Backend, specs: Sequence[TrainModel], on_done: Callable[[int], None] | None = None) -> None:
-    """Train on the backend (in parallel) the models of ``specs`` that this process's cache lacks, and
-    store each checkpoint here as it arrives. ``on_done(count)``: how many models are ready so far."""
+    """Train on the backend (in parallel, :func:`longest_first`) the models of ``specs`` that this process's
+    cache lacks, and store each checkpoint here as it arrives. ``on_done(count)``: how many models are ready so far."""
     missing = [i for i, spec in enumerate(specs) if not spec.checkpoint().is_file()]
+    missing = [missing[j] for j in longest_first([specs[i] for i in missing])]
 
     def keep(i: int, weights: bytes) -> None:
         path = specs[i].checkpoint()
