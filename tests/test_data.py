@@ -154,3 +154,9 @@ def test_check_fits_probes_the_model_and_leaves_no_trace(tmp_path):
                         data_dir=folder)
     with pytest.raises(IntriguingError, match="no images"):
         data.check_fits(model, images[:0], torch.zeros(0, dtype=torch.int64), name="mine", data_dir=folder)
+
+
+def test_split_sizes_are_counted_from_the_labels():
+    assert [data.split_size(split) for split in data.SPLITS] == [60_000, 10_000, 30_000, 30_000]
+    with pytest.raises(IntriguingError, match="unknown split 'P3'"):
+        data.split_size("P3")
