@@ -22,6 +22,11 @@ the three phases (input checks, the final re-verification).
     ``memory`` 10, float32, ~31 MiB, more than the cache). One evaluation plus these passes is the
     least an iteration can cost without a smaller or coarser history.
 
+(d) the fixed cost of one iteration of the solver: the paper's attack with ``batch_size=1`` on the first 8
+    images, one row per iteration, so its time per evaluation is the cost of an iteration's ~400 small
+    tensor operations, whatever the batch. It is what rows pay while the batch thins out at the end of a
+    run (the queue has run dry), and what an iteration costs beyond its share of (a) and (c) at any size.
+
 Usage: ``python benchmarks/attack_overhead.py [--n 1000] [--standin | --weights FILE] [--repeat 2]
 [--batch-size 512 ...] [--config refined|paper|pool ...]``. The model is the zoo's trained FC100-100-10
 (trained and cached on first use); ``--weights FILE`` loads FC100-100-10's weights from a safetensors
@@ -181,6 +186,9 @@ def main() -> None:
     passes = history_seconds_per_example(x[0].numel())
     print(f"(c) floor: the two passes over the L-BFGS history (batch 512, memory 10): {1e6 * passes:8.1f} us per "
           f"example; (a) + (c) = {(plain + passes) / plain:.1f} x (a)")
+    fixed, _, _, _ = attack_seconds_per_evaluation(model, x[:8], targets[:8], args.repeat, 1, "paper")
+    print(f"(d) one row per iteration (paper, batch_size=1): {1e3 * fixed:.2f} ms per evaluation, the fixed cost of an "
+          f"iteration: {fixed / (512 * plain):.1f} x a plain evaluation of a whole batch of 512")
     for config in args.config or ["refined"]:
         for batch_size in args.batch_size or [512]:
             per_eval, mean_evals, median, phases = attack_seconds_per_evaluation(model, x, targets, args.repeat,
