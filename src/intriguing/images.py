@@ -16,8 +16,8 @@ in 0..255, uint16 in 0..65535 or floats in [0, 1], and ``labels`` (N,) indexing 
 ``class_names`` (renumbered into the model's order when they name its classes); an optional ``layout``
 (``"NCHW"``, ``"NHWC"`` or ``"NHW"``) says how ``images`` is laid out, and is needed where its shape
 reads both ways, e.g. (N, 3, H, 3). It is read without unpickling anything. Every image becomes
-float32 in [0, 1]: the box in which the paper's attack (Section 4.1) measures distortion. Problems are collected and reported together, one clear line each,
-so a broken folder is fixed in one go.
+float32 in [0, 1]: the box in which the paper's attack (Section 4.1) measures distortion. Problems
+are collected and reported together, one clear line each, so a broken folder is fixed in one go.
 """
 
 from __future__ import annotations
