@@ -269,6 +269,13 @@ def split_indices(n: int = 60_000) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[:half]), np.sort(order[half : 2 * half])
 
 
+def _part(split: str) -> str:
+    """The files ``split`` is read from (``FILES``' key), its name checked first."""
+    if split not in SPLITS:
+        raise IntriguingError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+    return "test" if split == "test" else "train"
+
+
 def load_mnist(split: str = "train", data_dir: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 1, 28, 28) float32 in [0, 1] and labels (N,) int64 of ``split``.
 
@@ -276,10 +283,8 @@ def load_mnist(split: str = "train", data_dir: str | os.PathLike | None = None) 
     ``"P2"`` (30,000 each) of the training set. Files are verified against ``SHA256SUMS.raw`` when
     the folder has one (the bundled copy does).
     """
-    if split not in SPLITS:
-        raise IntriguingError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
-    folder = resolve_data_dir(data_dir)
-    images, labels = _load_part(folder, "test" if split == "test" else "train")
+    part = _part(split)
+    images, labels = _load_part(resolve_data_dir(data_dir), part)
     if split in ("P1", "P2"):
         index = split_indices(len(images))[split == "P2"]
         images, labels = images[index], labels[index]
@@ -290,9 +295,8 @@ def load_mnist(split: str = "train", data_dir: str | os.PathLike | None = None) 
 
 def split_size(split: str = "train", data_dir: str | os.PathLike | None = None) -> int:
     """How many images ``split`` holds, from its labels file alone (P1 and P2: a half of the training set each)."""
-    if split not in SPLITS:
-        raise IntriguingError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
-    labels = _load_verified(resolve_data_dir(data_dir), FILES["test" if split == "test" else "train"][1])
+    part = _part(split)
+    labels = _load_verified(resolve_data_dir(data_dir), FILES[part][1])
     return len(split_indices(len(labels))[split == "P2"]) if split in ("P1", "P2") else len(labels)
 
 
