@@ -107,6 +107,22 @@ def test_in_process_map_keeps_order_reports_each_result_and_restores_threads():
     assert results == [(9, 1), (1, 1), (4, 1)] and seen == [0, 1, 2]
 
 
+def test_a_unit_may_wait_only_for_units_listed_before_it():
+    """Units start in their order, so waiting for a later one could never end."""
+    with pytest.raises(ValueError, match="listed before it"):
+        InProcess().map(abs, [1, 2], after=[(1,), ()])
+    with pytest.raises(ValueError, match="2 entries for 3 units"):
+        InProcess().map(abs, [1, 2, 3], after=[(), ()])
+    assert InProcess().map(abs, [-1, -2], after=[(), (0,)]) == [1, 2]
+
+
+def timed_sleep(seconds: float) -> tuple[float, float]:
+    """Sleeps; returns when it started and ended (this machine's monotonic clock, shared by its processes)."""
+    start = time.monotonic()
+    time.sleep(seconds)
+    return start, time.monotonic()
+
+
 def native_threads(_: object) -> list[int]:
     """The thread counts of the native pools (OpenBLAS, MKL, OpenMP) this process has loaded."""
     import numpy  # noqa: F401 - loads numpy's BLAS if nothing has yet
@@ -220,6 +236,13 @@ def test_ray_and_in_process_give_bitwise_identical_numbers_in_every_section_with
     artifacts = tmp_path / "b" / "artifacts"
     assert len(list(artifacts.glob("adversarial-*.safetensors"))) == 9  # 3 shards each, joined
     assert not list((artifacts / "shards").rglob("*.safetensors"))
+
+
+def test_a_unit_on_ray_starts_only_after_the_units_it_waits_for(ray_workers):
+    """Units run ahead load models other units train: with a free worker, unit 2 would start as soon as
+    unit 1 ends, but it waits for unit 0."""
+    (_, slow_end), _, (waiting_start, _) = ray_workers.map(timed_sleep, [1.0, 0.1, 0.0], after=[(), (), (0,)])
+    assert waiting_start >= slow_end
 
 
 def test_a_unit_on_ray_runs_its_native_thread_pools_at_its_thread_count(ray_workers):

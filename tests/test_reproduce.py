@@ -326,3 +326,63 @@ def test_the_models_of_every_section_to_compute_are_trained_first_each_once(tmp_
     run_made_up({"a": section("a", [quick]), "b": section("b", [quick, other])}, "smoke", tmp_path / "run")
     assert trained == [quick, other]
     assert seen == {"a": [True, True], "b": [True, True]}
+
+
+SQUARED: list[int] = []
+
+
+def squared(n: int) -> int:
+    """A unit of work that notes each run."""
+    SQUARED.append(n)
+    return n * n
+
+
+def test_units_that_need_only_models_run_ahead_once_each_after_their_models(tmp_path, monkeypatch):
+    """With 2 workers, sections of few long units (LipSDP on FC200-200-10, Table 5's AlexNet) left a worker
+    idle while they ran, after the training had left one idle at its end: units that need only trained
+    models now run beside the training, each after its section's models, and the section gets their results
+    without running them again. Kept units are kept as they arrive, so a rerun does not redo them."""
+    from intriguing.runner import work
+
+    quick = work.TrainModel.of("FC10(1e-4)", limit=100, overrides={"epochs": 1}, cache=str(tmp_path / "cache"))
+    events: list[str] = []
+    real = work.train_model
+    monkeypatch.setattr(work, "train_model", lambda spec: events.append("train") or real(spec))
+    SQUARED.clear()
+
+    def section(key: str, units: runner.Units) -> runner.Section:
+        def run(ctx, settings, results):
+            events.append(key)
+            return {"value": sum(ctx.map_units(units, "squares"))}
+
+        return runner.Section(key=key, title=key, run=run, render=lambda result, ctx: "",
+                              models=lambda ctx, settings: [quick], ahead=lambda ctx, settings: [units])
+
+    sections = {"a": section("a", runner.Units(squared, (2, 3))), "b": section("b", runner.Units(squared, (4,), keep=int))}
+    document = run_made_up(sections, "smoke", tmp_path / "run")
+    assert events == ["train", "a", "b"]
+    assert sorted(SQUARED) == [2, 3, 4]
+    assert (document["a"]["value"], document["b"]["value"]) == (13, 16)
+    assert len(list((tmp_path / "run" / "units").glob("squared-*.json"))) == 1
+
+    (tmp_path / "run" / "sections" / "b.json").unlink()  # b killed after its unit was kept
+    SQUARED.clear()
+    assert run_made_up(sections, "smoke", tmp_path / "run")["b"]["value"] == 16
+    assert SQUARED == []
+
+
+def test_a_unit_run_ahead_waits_for_the_models_its_section_needs(tmp_path):
+    from intriguing.runner import ahead, work
+
+    cache = str(tmp_path / "cache")
+    small, large = (work.TrainModel.of(name, cache=cache) for name in ("FC10(1e-4)", "ConvNet"))
+    handed = {}
+
+    class Recording(runner.backends.inprocess.InProcess):
+        def map(self, function, specs, *, on_result=None, after=None):
+            handed.update(specs=[spec for _, spec in specs], after=after)
+            return []
+
+    ctx = runner.Context(preset="smoke", out=tmp_path, progress=False, backend=Recording())
+    ahead.run_ahead(ctx, [small, large], [(runner.Units(squared, (5,)), [small]), (runner.Units(squared, (6, 5)), [])])
+    assert handed == {"specs": [large, small, 5, 6], "after": [(), (), (1,), ()]}

@@ -18,16 +18,19 @@ from intriguing import records
 from intriguing.records import check_writable
 from intriguing.errors import IntriguingError, unknown_name_error
 from intriguing.runner import work
+from intriguing.runner.ahead import Ahead, run_ahead
 from intriguing.runner.backends.base import thread_limit
 from intriguing.runner.progress import Display
-from intriguing.runner.section import PRESETS, Claim, Context, Section, preset_settings
+from intriguing.runner.section import PRESETS, Claim, Context, Section, Units, preset_settings
 from intriguing.runner.storage import config_hash, stored, store
 
 # The progress line's guess for training one zoo model before any section runs (the zoo's models take
 # from seconds to minutes on one core; the bar rescales by the speed seen so far).
 MODEL_ESTIMATE_SECONDS = 60.0
+# The share of a section's estimate left to its own run once its units have run ahead (statistics, figures).
+LEFT_AFTER_AHEAD = 0.1
 
-__all__ = ["PRESETS", "Claim", "Context", "Section", "preset_settings", "run", "check_writable", "config_hash"]
+__all__ = ["PRESETS", "Claim", "Context", "Section", "Units", "preset_settings", "run", "check_writable", "config_hash"]
 
 
 def run(sections: Sequence[Section], ctx: Context, *, only: list[str] | None = None,
@@ -65,19 +68,24 @@ def _with_needs(chosen: list[Section], only: list[str]) -> list[Section]:
 
 def _compute_missing(ctx: Context, chosen: list[Section], found: dict[str, Any]) -> float:
     """Compute the chosen sections not in ``found`` (in order, under one progress line) and add them;
-    return the seconds spent training the zoo models they need, first."""
+    return the seconds spent first, training the zoo models they need and running their units ahead."""
     missing = [s for s in chosen if found[s.key] is None]
     models = _untrained_models(ctx, missing)
-    estimates = {s.key: s.estimate(ctx.preset) for s in missing}
-    display = Display([MODEL_ESTIMATE_SECONDS * len(models)] * bool(models) + list(estimates.values()), ctx.progress)
+    ahead = _units_ahead(ctx, missing)
+    # A section that runs units ahead does most of its work there: its estimate moves with it.
+    left = {s.key: LEFT_AFTER_AHEAD if s.ahead and ahead else 1.0 for s in missing}
+    estimates = {s.key: s.estimate(ctx.preset) * left[s.key] for s in missing}
+    first = MODEL_ESTIMATE_SECONDS * len(models) + sum(s.estimate(ctx.preset) - estimates[s.key] for s in missing)
+    display = Display([first] * bool(models or ahead) + list(estimates.values()), ctx.progress)
     ctx = dataclasses.replace(ctx, on_stage=display.stage)
     results: dict[str, Any] = {}
     begin = time.perf_counter()
     try:
-        if models:
-            display.begin(f"training the {len(models)} models the sections need", MODEL_ESTIMATE_SECONDS * len(models))
-            work.train_missing(ctx.backend, models, lambda done: ctx.stage(f"models trained: {done}/{len(models)}",
-                                                                          done / len(models)))
+        if models or ahead:
+            display.begin(f"training the {len(models)} models the sections need", first)
+            ran = run_ahead(ctx, models, ahead, lambda done, total: ctx.stage(
+                f"models trained and units run ahead: {done}/{total}", done / total))
+            ctx = dataclasses.replace(ctx, ran_ahead=ran)
             display.end()
         training = time.perf_counter() - begin
         for section in chosen:
@@ -99,6 +107,15 @@ def _untrained_models(ctx: Context, sections: list[Section]) -> list[work.TrainM
     return [m for m in dict.fromkeys(wanted) if not m.checkpoint().is_file()]
 
 
+def _units_ahead(ctx: Context, sections: list[Section]) -> list[Ahead]:
+    """The units ``sections`` can run ahead (:mod:`intriguing.runner.ahead`), each with the models its
+    section needs, the sections whose units are expected to take longest first."""
+    ahead = [(units, s.models(ctx, s.chosen(ctx.preset)) if s.models else (), s.estimate(ctx.preset))
+             for s in sections if s.ahead for units in s.ahead(ctx, s.chosen(ctx.preset)) if units.specs]
+    ahead.sort(key=lambda found: -found[2] / len(found[0].specs))
+    return [(units, needs) for units, needs, _ in ahead]
+
+
 def _document(ctx: Context, shown: list[Section], found: dict[str, Any], wall: float,
               training: float) -> dict[str, Any]:
     """``results.json``: each section's result under its key, plus what is needed to trust it."""
@@ -111,6 +128,7 @@ def _document(ctx: Context, shown: list[Section], found: dict[str, Any], wall: f
                              "config_hash": found[s.key]["config_hash"]} for s in shown},
         "timings_seconds": {s.key: found[s.key].get("seconds") for s in shown},
         "wall_seconds_this_run": wall,
-        "training_seconds_this_run": training,  # the zoo models the computed sections needed, trained first
+        # The zoo models the computed sections needed, trained first, and the units run ahead with them.
+        "training_seconds_this_run": training,
         "environment": records.environment(),
     }

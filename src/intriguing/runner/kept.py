@@ -79,7 +79,7 @@ def kept_map(backend: Backend, function: Callable[[Any], Any], specs: Sequence[A
     back instead of recomputed on a rerun; ``rebuild`` makes a result from its JSON form (e.g. ``dict``,
     or a dataclass through :func:`intriguing.records.from_jsonable`). ``on_done(count)`` hears how many
     units are finished, the kept ones first."""
-    paths = [folder / f"{function.__name__}-{unit_key(function, spec, device)}.json" for spec in specs]
+    paths = [kept_path(folder, function, spec, device) for spec in specs]
     kept = [read_record(path, "that unit") for path in paths]
     results: list[Any] = [None if record is None else rebuild(record["result"]) for record in kept]
     missing = [i for i, record in enumerate(kept) if record is None]
@@ -87,18 +87,24 @@ def kept_map(backend: Backend, function: Callable[[Any], Any], specs: Sequence[A
         on_done(len(specs) - len(missing))
 
     def keep(i: int, result: Any) -> None:
-        jsonable = records.to_jsonable(result, nan_as_null=False)
-        _write(paths[i], jsonable)
-        results[i] = rebuild(jsonable)
+        results[i] = rebuild(write_kept(paths[i], result))
 
     map_missing(backend, function, specs, missing, keep, on_done)
     return results
 
 
-def _write(path: Path, result: Any) -> None:
-    record = {"result": result}
+def kept_path(folder: Path, function: Callable[[Any], Any], spec: Any, device: str = "cpu") -> Path:
+    """The file in ``folder`` that keeps the result of ``function(spec)`` run on ``device``."""
+    return folder / f"{function.__name__}-{unit_key(function, spec, device)}.json"
+
+
+def write_kept(path: Path, result: Any) -> Any:
+    """Keep ``result`` at ``path`` (atomically, with its digest); returns the JSON form kept, from which
+    a fresh result is rebuilt exactly as one read back."""
+    record = {"result": records.to_jsonable(result, nan_as_null=False)}
     record["digest"] = record_digest(record)
     records.write_bytes(path, (json.dumps(record) + "\n").encode())
+    return record["result"]
 
 
 def read_record(path: Path, what: str) -> dict[str, Any] | None:

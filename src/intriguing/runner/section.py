@@ -9,7 +9,7 @@ Markdown fragment for the report, and the optional ``claims`` checks qualitative
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,8 @@ class Context:
     on_stage: Callable[[str, float | None], None] = field(default=_no_display, compare=False, repr=False)
     backend: Backend = field(default_factory=InProcess, compare=False, repr=False)
     device: str = "cpu"
+    # Results of units already run ahead of their section (:mod:`intriguing.runner.ahead`), by unit.
+    ran_ahead: Mapping[tuple[Callable[[Any], Any], str], Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def figures(self) -> Path:
@@ -72,16 +74,44 @@ class Context:
 
         With ``keep``, each result is kept under ``OUT/units`` as it arrives and a rerun reads it back
         (:func:`~intriguing.runner.kept.kept_map`; ``keep`` rebuilds a result from its JSON form): for
-        units long enough that losing them to a kill would cost real time."""
+        units long enough that losing them to a kill would cost real time. Units run ahead
+        (:attr:`ran_ahead`) are not run again."""
         def show(done: int) -> None:
             self.stage(f"{what}: {done}/{len(specs)}", share * done / max(len(specs), 1))
 
         show(0)
         if keep is not None:
-            return kept_map(self.backend, function, specs, self.out / "units", keep, device=self.device, on_done=show)
-        results: list[Any] = [None] * len(specs)
-        map_missing(self.backend, function, specs, range(len(specs)), results.__setitem__, show)
+            return kept_map(self.backend, function, specs, self.kept_units, keep, device=self.device, on_done=show)
+        results = [self.ran_ahead.get(unit_id(function, spec)) for spec in specs]
+        missing = [i for i, spec in enumerate(specs) if unit_id(function, spec) not in self.ran_ahead]
+        map_missing(self.backend, function, specs, missing, results.__setitem__, show)
         return results
+
+    def map_units(self, units: Units, what: str, share: float = 1.0) -> list[Any]:
+        """:meth:`map` of a section's :class:`Units` (those it may run ahead)."""
+        return self.map(units.function, units.specs, what, share, units.keep)
+
+    @property
+    def kept_units(self) -> Path:
+        """Folder of the kept units' results (:mod:`intriguing.runner.kept`)."""
+        return self.out / "units"
+
+
+def unit_id(function: Callable[[Any], Any], spec: Any) -> tuple[Callable[[Any], Any], str]:
+    """What names a unit within a run: its function and its spec (whose ``repr`` holds every setting)."""
+    return function, repr(spec)
+
+
+@dataclass(frozen=True)
+class Units:
+    """Units of work of one function, as a section maps them (:meth:`Context.map_units`).
+
+    A section's ``ahead`` lists those that need nothing but trained models, so that the runner can
+    run them beside the training (:mod:`intriguing.runner.ahead`)."""
+
+    function: Callable[[Any], Any]
+    specs: tuple[Any, ...]
+    keep: Callable[[Any], Any] | None = None
 
 
 FINDING, SANITY = "finding", "sanity"
@@ -156,6 +186,9 @@ class Section:
     :class:`Claim` s the report's summary lists. ``models(ctx, settings)`` (optional) lists the zoo
     models ``run`` trains or loads (:class:`~intriguing.runner.work.TrainModel` specs): the runner
     trains those of every section to compute together first, so all workers share that work.
+    ``ahead(ctx, settings)`` (optional) lists the :class:`Units` that ``run`` maps and that need
+    nothing but those models: the runner runs them beside the training, each once its models are
+    trained, so that workers left idle by the last models take them.
     """
 
     key: str
@@ -167,6 +200,7 @@ class Section:
     estimate_seconds: dict[str, float] = field(default_factory=dict)
     claims: Callable[[dict[str, Any]], list[Claim]] | None = None
     models: Callable[[Context, Any], Sequence[Any]] | None = None
+    ahead: Callable[[Context, Any], Sequence[Units]] | None = None
 
     def chosen(self, preset: str) -> Any:
         """This section's settings for ``preset`` (``None`` when it has none)."""

@@ -106,10 +106,8 @@ def train_model(spec: TrainModel) -> bytes:
 
 def trained(backend: Backend, specs: Sequence[TrainModel],
             on_done: Callable[[int], None] | None = None) -> list[zoo.TrainedModel]:
-    """Train the models of ``specs`` on the backend (in parallel), then load them here.
-
-    ``on_done(count)`` is told how many models are ready so far (for the progress line).
-    """
+    """Train the models of ``specs`` on the backend (in parallel), then load them here; ``on_done(count)``
+    is told how many models are ready so far (for the progress line)."""
     train_missing(backend, specs, on_done)
     return [spec.load() for spec in specs]
 
@@ -119,13 +117,13 @@ def train_missing(backend: Backend, specs: Sequence[TrainModel], on_done: Callab
     cache lacks, and store each checkpoint here as it arrives. ``on_done(count)``: how many models are ready so far."""
     missing = [i for i, spec in enumerate(specs) if not spec.checkpoint().is_file()]
     missing = [missing[j] for j in longest_first([specs[i] for i in missing])]
+    map_missing(backend, train_model, specs, missing, lambda i, weights: store_checkpoint(specs[i], weights), on_done)
 
-    def keep(i: int, weights: bytes) -> None:
-        path = specs[i].checkpoint()
-        if not path.is_file():  # a worker on another node: store its checkpoint in this cache
-            records.write_bytes(path, weights)
 
-    map_missing(backend, train_model, specs, missing, keep, on_done)
+def store_checkpoint(spec: TrainModel, weights: bytes) -> None:
+    """Store here the checkpoint :func:`train_model` returned, unless the worker shares this cache."""
+    if not spec.checkpoint().is_file():
+        records.write_bytes(spec.checkpoint(), weights)
 
 
 # --- attacking one shard of examples ------------------------------------------------------------------------
@@ -394,5 +392,6 @@ __all__ = [
     "SHARD_SIZE", "AdvTrainRun", "AttackShard", "BoundNetwork", "ExactExamples", "Fig5Photo", "LipschitzGap",
     "TrainModel", "UnitsSeed", "absolute_data_dir", "adv_train_run", "attack_shard", "attack_stored",
     "bound_network", "chosen_examples", "exact_choice", "exact_examples", "fig5_photo", "joined",
-    "lipschitz_gap", "load_shard", "shard_ranges", "train_missing", "train_model", "trained", "units_seed",
+    "lipschitz_gap", "load_shard", "shard_ranges", "store_checkpoint", "train_missing", "train_model", "trained",
+    "units_seed",
 ]

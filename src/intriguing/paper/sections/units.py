@@ -17,7 +17,7 @@ from typing import Any
 from intriguing import data
 from intriguing.report import table
 from intriguing.report.figures.units import save_grid, save_purity_distributions
-from intriguing.runner import Claim, Context, Section, preset_settings, work
+from intriguing.runner import Claim, Context, Section, Units, preset_settings, work
 from intriguing.runner.section import dataset_name
 from intriguing.units import (
     LAWS,
@@ -56,16 +56,21 @@ def trained_models(ctx: Context, settings: StudySettings) -> list[work.TrainMode
                                data_dir=ctx.data_dir, cache=ctx.cache) for name in names for seed in settings.seeds]
 
 
-def _analyse_models(ctx: Context, settings: StudySettings) -> dict[Key, list[LayerAnalysis]]:
-    """Every chosen layer of every model, trained and untrained, under every seed (one analysis each).
+def seed_units(ctx: Context, settings: StudySettings) -> Units:
+    """One unit of work per model and seed (:func:`intriguing.runner.work.units_seed`): they need only the
+    trained models, so the runner runs them ahead (the section's ``ahead``)."""
+    return Units(work.units_seed, tuple(
+        work.UnitsSeed(model, layers=tuple(layer for name, layer in settings.layers if name == model.name),
+                       images=settings.images, k=settings.k, directions=settings.directions)
+        for model in trained_models(ctx, settings)))
 
-    One unit of work per model and seed (:func:`intriguing.runner.work.units_seed`) on ``ctx.backend``.
-    """
-    specs = [work.UnitsSeed(model, layers=tuple(layer for name, layer in settings.layers if name == model.name),
-                            images=settings.images, k=settings.k, directions=settings.directions)
-             for model in trained_models(ctx, settings)]
+
+def _analyse_models(ctx: Context, settings: StudySettings) -> dict[Key, list[LayerAnalysis]]:
+    """Every chosen layer of every model, trained and untrained, under every seed (one analysis each), on
+    ``ctx.backend``."""
+    units = seed_units(ctx, settings)
     analyses: dict[Key, list[LayerAnalysis]] = {}
-    for spec, found in zip(specs, ctx.map(work.units_seed, specs, "units: model seeds", share=0.8)):
+    for spec, found in zip(units.specs, ctx.map_units(units, "units: model seeds", share=0.8)):
         for layer, variant, analysis in found:
             analyses.setdefault((spec.model.name, layer, variant), []).append(analysis)
     return analyses
@@ -261,7 +266,8 @@ SECTION = Section(
         default=StudySettings(),
         full=StudySettings(seeds=(0, 1, 2, 3, 4), directions=2000, resamples=10000),
     ),
-    estimate_seconds={"smoke": 6, "default": 150, "full": 900},
+    estimate_seconds={"smoke": 6, "default": 55, "full": 900},
     claims=_claims,
     models=trained_models,
+    ahead=lambda ctx, settings: [seed_units(ctx, settings)],
 )

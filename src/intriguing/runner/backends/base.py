@@ -23,15 +23,30 @@ class Backend(Protocol):
     """Runs ``function(spec)`` for every spec; results come back in the order of ``specs``.
 
     ``on_result(i, result)`` is called in this process as each unit finishes (in the order they
-    finish). ``workers`` is how many units may run at once.
+    finish). ``workers`` is how many units may run at once. Units start in the order of ``specs``,
+    except that unit ``i`` waits for the units ``after[i]`` (indices below ``i``, see
+    :func:`check_after`) to finish: a unit that loads a model waits for the unit training it.
     """
 
     workers: int
 
     def map(self, function: Callable[[Spec], Result], specs: Sequence[Spec], *,
-            on_result: OnResult | None = None) -> list[Result]: ...
+            on_result: OnResult | None = None, after: Sequence[Sequence[int]] | None = None) -> list[Result]: ...
 
     def close(self) -> None: ...
+
+
+def check_after(after: Sequence[Sequence[int]] | None, count: int) -> list[tuple[int, ...]]:
+    """``after`` of :meth:`Backend.map` for ``count`` units (``None``: none waits), checked: a unit may wait
+    only for units listed before it, so units started in their order never wait for ever."""
+    if after is None:
+        return [()] * count
+    if len(after) != count:
+        raise ValueError(f"after: {len(after)} entries for {count} units")
+    for i, waits in enumerate(after):
+        if any(not 0 <= j < i for j in waits):
+            raise ValueError(f"after[{i}] = {tuple(waits)}: a unit may wait only for units listed before it")
+    return [tuple(waits) for waits in after]
 
 
 @contextlib.contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from intriguing.runner.backends.base import OnResult, worker_setup
+from intriguing.runner.backends.base import OnResult, check_after, worker_setup
 
 
 class InProcess:
@@ -19,7 +19,8 @@ class InProcess:
         self.threads = threads
 
     def map(self, function: Callable[[Any], Any], specs: Sequence[Any], *,
-            on_result: OnResult | None = None) -> list[Any]:
+            on_result: OnResult | None = None, after: Sequence[Sequence[int]] | None = None) -> list[Any]:
+        check_after(after, len(specs))  # in order, every unit's waits are over before it starts
         results = []
         with worker_setup(self.threads):  # the caller's own thread counts come back afterwards
             for i, spec in enumerate(specs):

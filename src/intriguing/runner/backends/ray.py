@@ -24,7 +24,7 @@ import ray
 
 from intriguing.errors import IntriguingError
 from intriguing.numerics import flush_subnormals
-from intriguing.runner.backends.base import OnResult, local_cores, worker_setup
+from intriguing.runner.backends.base import OnResult, check_after, local_cores, worker_setup
 
 TOKEN_SETUP_LOGGER = "ray._private.authentication.authentication_token_setup"
 # Tries of a unit after its worker died (a system failure, not an exception of the unit).
@@ -129,25 +129,32 @@ class RayBackend:
                 "token: export RAY_AUTH_MODE=token here, with the head's ~/.ray/auth_token in ~/.ray/") from None
 
     def map(self, function: Callable[[Any], Any], specs: Sequence[Any], *,
-            on_result: OnResult | None = None) -> list[Any]:
-        """Run every unit, at most ``IN_FLIGHT_PER_WORKER * workers`` at a time; results in spec order."""
+            on_result: OnResult | None = None, after: Sequence[Sequence[int]] | None = None) -> list[Any]:
+        """Run every unit, at most ``IN_FLIGHT_PER_WORKER * workers`` at a time, each submitted once the
+        units it waits for (``after``) have finished; results in spec order."""
+        waits = check_after(after, len(specs))
         results: list[Any] = [None] * len(specs)
-        waiting = list(enumerate(specs))[::-1]  # popped from the end: submitted in order
+        waiting = list(range(len(specs)))  # in order of submission
+        finished: set[int] = set()
         running: dict[Any, int] = {}
         try:
             while waiting or running:
-                while waiting and len(running) < IN_FLIGHT_PER_WORKER * self.workers:
-                    i, spec = waiting.pop()
-                    running[self._task.remote(function, spec, self.threads)] = i
+                for i in [i for i in waiting if finished.issuperset(waits[i])][: self._room(running)]:
+                    waiting.remove(i)
+                    running[self._task.remote(function, specs[i], self.threads)] = i
                 done, _ = ray.wait(list(running), num_returns=1)
                 i = running.pop(done[0])
                 results[i] = ray.get(done[0])
+                finished.add(i)
                 if on_result is not None:
                     on_result(i, results[i])
         finally:
             for ref in running:  # an error or Ctrl-C: no orphan work left on the cluster
                 ray.cancel(ref, force=True)
         return results
+
+    def _room(self, running: dict[Any, int]) -> int:
+        return IN_FLIGHT_PER_WORKER * self.workers - len(running)
 
     def close(self) -> None:
         """Shut down the Ray instance this backend started (a joined cluster keeps running)."""
