@@ -75,7 +75,7 @@ def report(walls: dict[int, float], documents: dict[int, Any]) -> bool:
 
 def phases(walls: dict[int, float], documents: dict[int, Any]) -> None:
     """Seconds per phase and worker count, side by side: where the time goes and what scales."""
-    rows = {"models (trained first)": {w: documents[w]["training_seconds_this_run"] for w in walls}}
+    rows = {"models + units run ahead": {w: documents[w]["training_seconds_this_run"] for w in walls}}
     for key in documents[next(iter(walls))]["timings_seconds"]:
         rows[key] = {w: documents[w]["timings_seconds"][key] for w in walls}
     rows["whole run (wall)"] = walls
