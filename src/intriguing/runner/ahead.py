@@ -49,14 +49,15 @@ def run_ahead(ctx: Context, models: Sequence[work.TrainModel], ahead: Sequence[A
     for group, needs in ahead:
         waits = tuple(sorted(position[model] for model in needs if model in position))
         for spec in group.specs:
+            unit = unit_id(group.function, spec)
             path = kept_path(ctx.kept_units, group.function, spec, ctx.device) if group.keep else None
-            if unit_id(group.function, spec) in seen or (path is not None and path.is_file()):
+            if unit in seen or (path is not None and path.is_file()):
                 continue
-            seen.add(unit_id(group.function, spec))
+            seen.add(unit)
             units.append((group.function, spec))
             after.append(waits)
             arrive.append(functools.partial(write_kept, path) if path is not None
-                          else functools.partial(results.__setitem__, unit_id(group.function, spec)))
+                          else functools.partial(results.__setitem__, unit))
     done = 0
 
     def arrived(i: int, result: Any) -> None:

@@ -82,8 +82,9 @@ class Context:
         show(0)
         if keep is not None:
             return kept_map(self.backend, function, specs, self.kept_units, keep, device=self.device, on_done=show)
-        results = [self.ran_ahead.get(unit_id(function, spec)) for spec in specs]
-        missing = [i for i, spec in enumerate(specs) if unit_id(function, spec) not in self.ran_ahead]
+        units = [unit_id(function, spec) for spec in specs]
+        results = [self.ran_ahead.get(unit) for unit in units]
+        missing = [i for i, unit in enumerate(units) if unit not in self.ran_ahead]
         map_missing(self.backend, function, specs, missing, results.__setitem__, show)
         return results
 
