@@ -31,6 +31,26 @@ def test_sigmoid_nets_expose_their_hidden_layers_by_name(name, hidden):
     assert zoo.spec(name).recipe.weight_decay == {"fc1": 1e-5, "fc2": 1e-5, "out": 1e-6}
 
 
+def test_conv_net_pooling_before_its_relus_is_bit_for_bit_conv_relu_pool():
+    """The ConvNet pools before each ReLU (a quarter of the ReLU work): outputs, input gradients and weight
+    gradients are exactly those of the textbook order, ties and all-negative windows included."""
+    pooled_first = zoo.build("ConvNet", seed=3)
+    modules = dict(pooled_first.named_children())
+    textbook = torch.nn.Sequential(*(modules[name] for name in
+                                     ["conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1",
+                                      "features", "out"]))
+    x = torch.rand(6, 1, 28, 28)
+    x[0] = 0.0  # constant windows: ties in every pool, all-negative pre-activations where the bias is negative
+    grads = []
+    for model in (pooled_first, textbook):
+        point = x.clone().requires_grad_(True)
+        logits = model(point)
+        logits.square().sum().backward()
+        grads.append((logits.detach(), point.grad, *(p.grad.clone() for p in model.parameters())))
+        model.zero_grad()
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
 def test_softmax_regressions_differ_only_in_weight_decay():
     lams = [zoo.spec(n).recipe.weight_decay["out"] for n in PAPER_NAMES[:3]]
     assert lams == [1e-4, 1e-2, 1.0]

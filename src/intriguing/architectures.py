@@ -65,17 +65,21 @@ class AutoencoderClassifier(nn.Module):
 def conv_net(classes: int = NUM_CLASSES) -> nn.Sequential:
     """A small MNIST convolutional net (the paper used one for the unit analysis, Figs 1-2).
 
-    Two 5x5 conv + ReLU + 2x2 max-pool stages, then a 128-unit ReLU feature layer ``features``
+    Two 5x5 conv + 2x2 max-pool + ReLU stages, then a 128-unit ReLU feature layer ``features``
     (the "last feature layer" whose units Section 3 examines) and the logit layer ``out``.
+
+    Each stage pools before its ReLU: ReLU is monotone, so ``relu(max(a)) = max(relu(a))`` and the
+    function, its gradients and every trained weight are bit for bit those of conv, ReLU, pool, while
+    the ReLU and its backward pass touch a quarter of the values (a training step 16% faster, issue 14).
     """
     return nn.Sequential(
         OrderedDict(
             conv1=nn.Conv2d(1, 16, 5, padding=2),
-            relu1=nn.ReLU(),
             pool1=nn.MaxPool2d(2),
+            relu1=nn.ReLU(),
             conv2=nn.Conv2d(16, 32, 5, padding=2),
-            relu2=nn.ReLU(),
             pool2=nn.MaxPool2d(2),
+            relu2=nn.ReLU(),
             flatten=nn.Flatten(),
             fc1=nn.Linear(32 * 7 * 7, 128),
             features=nn.ReLU(),

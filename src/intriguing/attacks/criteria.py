@@ -36,6 +36,11 @@ def success_margin(logits: torch.Tensor, goal: torch.Tensor, targeted: bool) -> 
     return own - best_other if targeted else best_other - own
 
 
+def safe(finite: torch.Tensor, margin: torch.Tensor) -> torch.Tensor:
+    """Rows with finite logits (``finite``) and a success ``margin`` above ``SAFE_MARGIN``."""
+    return finite & (margin > SAFE_MARGIN)
+
+
 def reached(logits: torch.Tensor, goal: torch.Tensor, targeted: bool) -> torch.Tensor:
     """Which rows of ``logits`` count as adversarial: the target is the top class, or the true class is not."""
     predicted = logits.argmax(1)
@@ -61,7 +66,7 @@ class Criterion:
 
     def safely_reached(self, logits: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
         """Rows a search may record as adversarial: finite logits and a margin above ``SAFE_MARGIN``."""
-        return torch.isfinite(logits).all(1) & (self.margin(logits, classes) > SAFE_MARGIN)
+        return safe(torch.isfinite(logits).all(1), self.margin(logits, classes))
 
     def checked(self, n: int, num_classes: int, device: torch.device) -> Criterion:
         """This criterion with ``classes`` checked against the batch and the model, as int64 on ``device``."""

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from intriguing.attacks.base import Attack, Found, Task
 from intriguing.attacks.config import LBFGSConfig
-from intriguing.attacks.criteria import Criterion, success_margin
+from intriguing.attacks.criteria import Criterion, safe, success_margin
 from intriguing.attacks.radial import shrink
 from intriguing.attacks.refine import refine
 from intriguing.attacks.solver import CSearch
@@ -90,9 +90,11 @@ class PenalisedLoss:
         sq = torch.pow(r, 2, out=r2).sum(1)
         finite = torch.isfinite(logits).all(1)
         value = torch.where(finite, torch.addcmul(loss.detach(), c, sq), math.inf)
-        margin = torch.where(finite, success_margin(logits, goal, targeted=True), -math.inf)
+        margin = success_margin(logits, goal, targeted=True)
+        # A targeted row's class is its goal, so its success margin is this one; untargeted, it is the true class's.
+        success = safe(finite, margin if self.criterion.targeted else self.criterion.margin(logits, true))
         grad.addcmul_(r, 2 * c[:, None])  # autograd's fresh tensor: the penalty's gradient is added in place
-        return value, grad, margin, self.criterion.safely_reached(logits, true), sq
+        return value, grad, torch.where(finite, margin, -math.inf), success, sq
 
     def _buffers(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Two work tensors shaped like ``z``, kept from call to call while the batch keeps its shape."""

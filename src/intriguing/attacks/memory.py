@@ -53,8 +53,13 @@ class CompactMemory:
         self.valid = torch.zeros(batch, memory, device=like.device, dtype=torch.bool)
         self.G = torch.zeros(batch, 3, memory, memory, device=like.device, dtype=torch.float64)  # SS, SY, YY
         self.newest = torch.full((batch,), memory - 1, device=like.device, dtype=torch.int64)  # ring position
-        self.ring = self._order()  # the ring positions of [S; Y] in chronological order
+        # Row ``k`` of ``orders``: the ring positions of [S; Y] in chronological order when the newest pair sits at
+        # position ``k`` (one lookup per insertion instead of four small operations).
+        order = (torch.arange(memory, device=like.device)[:, None] + 1 + torch.arange(memory, device=like.device)) % memory
+        self.orders = torch.cat((order, order + memory), 1)
+        self.ring = self.orders[self.newest]  # the ring positions of [S; Y] in chronological order, per row
         self.eye = torch.eye(memory, device=like.device, dtype=torch.float64)
+        self.ranks = torch.arange(1, memory + 1, device=like.device)  # chronological positions, from 1
         self.pending = torch.zeros(batch, device=like.device, dtype=torch.bool)  # a pair waits to be inserted
         self.pending_c = torch.zeros(batch, **floats)
         # Work buffers, reused every iteration (fresh large tensors cost page faults on a CPU):
@@ -80,6 +85,9 @@ class CompactMemory:
         row's vector at once, rows that insert nothing into the sink (no gathers of the rows that do)."""
         self._flat = torch.cat((H.flatten(0, 1), H.new_zeros(1, H.shape[2])))
         self.H = self._flat[:-1].view(H.shape)
+        rows, pairs = H.shape[:2]
+        self._first = torch.arange(rows, device=H.device) * pairs  # each row's first vector in ``_flat``
+        self._pair = torch.tensor([0, pairs // 2], device=H.device)  # from a ring position to its s and its y
 
     def keep(self, index: torch.Tensor) -> None:
         """Keep only the rows in ``index``."""
@@ -117,12 +125,6 @@ class CompactMemory:
             V1.copy_(y)
         self.pending_c.copy_(c)
 
-    def _order(self) -> torch.Tensor:
-        """Per row, the ring positions of ``[S; Y]`` in chronological order (oldest first): (B, 2M)."""
-        size = self.size
-        order = (self.newest[:, None] + 1 + torch.arange(size, device=self.newest.device)) % size
-        return torch.cat((order, order + size), 1)
-
     def _insert(self, q: torch.Tensor | None) -> torch.Tensor | None:
         """Insert the waiting pairs into the history and return ``[S; Y]^T q`` (B, 2M) in float64,
         chronological, for the updated history (``None`` without ``q``), from one read of the history."""
@@ -135,14 +137,13 @@ class CompactMemory:
         everyone = count == len(pending)  # the usual case in a full batch
         k = (self.newest + 1) % size
         self.newest = torch.where(pending, k, self.newest)
-        sink = len(self._flat) - 1
-        at = torch.where(pending, torch.arange(len(pending), device=k.device) * (2 * size) + k, sink)
-        self._flat.index_put_((at,), self.V[:, 0])  # index_put_, not index_copy_: also under
-        self._flat.index_put_((torch.where(pending, at + size, sink),), self.V[:, 1])  # deterministic mode
+        # s and y in one call (index_put_, not index_copy_: also under deterministic mode), to the sink where not pending
+        at = torch.where(pending[:, None], self._first[:, None] + k[:, None] + self._pair, len(self._flat) - 1)
+        self._flat.index_put_((at,), self.V[:, :2])
         self.pending = torch.zeros_like(pending)
         # Inner products of the new pair with every stored one (itself included) and of q, in one
         # pass; then chronological, the new pair last.
-        self.ring = self._order()
+        self.ring = self.orders[self.newest]
         dots = _dots(self.V[:, : 2 if q is None else 3], self.H)  # (B, 2 or 3, 2M)
         dots = dots.gather(2, self.ring[:, None, :].expand(-1, dots.shape[1], -1)).double()
         s_s, s_y, y_s, y_y = dots[:, 0, :size], dots[:, 0, size:], dots[:, 1, :size], dots[:, 1, size:]
@@ -175,7 +176,7 @@ class CompactMemory:
         R = torch.where(pair, SY.triu(), eye)
         YY = torch.where(pair, YY, 0.0)
         some = valid.any(1)
-        newest = (size - 1 - valid.flip(1).to(torch.int8).argmax(1))[:, None]  # newest valid pair
+        newest = (valid * self.ranks).argmax(1, keepdim=True)  # the newest valid pair (the highest rank; any without)
         gamma = (sy.gather(1, newest) / yy.gather(1, newest))[:, 0]
         if not bool(some.all()):  # rows without pairs: q / |q|, the norm of those rows only (not a (B, m) float64 copy)
             alone = (~some).nonzero().squeeze(1)
