@@ -52,8 +52,9 @@ def _resampled_differences(a: np.ndarray, b: np.ndarray, resamples: int,
                            rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """Bootstrap and permutation replicates of ``mean(a) - mean(b)``, each (resamples, m).
 
-    Bootstrap: rows of ``a`` and of ``b`` resampled with replacement. Permutation: which pooled rows
-    count as ``a`` reshuffled, as a 0/1 membership matrix so that the means are one matmul. The work
+    Bootstrap: rows of ``a`` and of ``b`` resampled with replacement, each replicate's mean taken as its
+    draw counts times the rows (one matmul, :func:`_resampled_means`). Permutation: which pooled rows
+    count as ``a`` reshuffled, as a 0/1 membership matrix so that the means are one matmul too. The work
     runs in chunks of resamples only to bound memory.
     """
     pooled = np.concatenate([a, b])
@@ -63,11 +64,20 @@ def _resampled_differences(a: np.ndarray, b: np.ndarray, resamples: int,
     chunk = max(1, 2**22 // (n * a.shape[1]))
     for start in range(0, resamples, chunk):
         size = min(chunk, resamples - start)
-        boot.append(a[rng.integers(0, len(a), (size, len(a)))].mean(1)
-                    - b[rng.integers(0, len(b), (size, len(b)))].mean(1))
+        boot.append(_resampled_means(a, rng.integers(0, len(a), (size, len(a))))
+                    - _resampled_means(b, rng.integers(0, len(b), (size, len(b)))))
         first = rng.permuted(np.broadcast_to(membership, (size, n)), axis=1).astype(np.float64) @ pooled
         permuted.append(first / len(a) - (pooled.sum(0) - first) / len(b))
     return np.concatenate(boot), np.concatenate(permuted)
+
+
+def _resampled_means(x: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """The mean of the rows of ``x`` (n, m) drawn in each row of ``draws`` (resamples, k): how often each row
+    was drawn, times ``x``. Gathering the drawn rows and averaging them took 4x as long (the units section's
+    statistics, issue 14)."""
+    size, k = draws.shape
+    counts = np.bincount((draws + len(x) * np.arange(size)[:, None]).ravel(), minlength=size * len(x))
+    return counts.reshape(size, len(x)) @ x / k
 
 
 def _check_compare_inputs(pairs: list[tuple[np.ndarray, np.ndarray]], resamples: int, level: float) -> None:
