@@ -136,6 +136,14 @@ def test_compare_is_order_free_and_finds_a_real_difference():
     assert same.ci_low < 0 < same.ci_high and same.p_value > 0.05
 
 
+def test_a_bootstrap_mean_from_draw_counts_is_the_mean_of_the_drawn_rows():
+    from intriguing.units.comparison import _resampled_means
+
+    rng = np.random.default_rng(3)
+    x, draws = rng.normal(size=(7, 3)), rng.integers(0, 7, (50, 9))  # repeated draws in most replicates
+    np.testing.assert_allclose(_resampled_means(x, draws), x[draws].mean(1), rtol=1e-13, atol=1e-15)
+
+
 def test_compare_pools_seeds_and_metrics():
     rng = np.random.default_rng(1)
     per_seed = [(rng.normal(1.0, 1, (50, 2)), rng.normal(0.0, 1, (80, 2))) for _ in range(3)]
