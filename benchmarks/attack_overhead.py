@@ -23,9 +23,12 @@ the three phases (input checks, the final re-verification).
     least an iteration can cost without a smaller or coarser history.
 
 (d) the fixed cost of one iteration of the solver: the paper's attack with ``batch_size=1`` on the first 8
-    images, one row per iteration, so its time per evaluation is the cost of an iteration's ~400 small
+    images, one row per iteration, so its time per evaluation is the cost of an iteration's ~540 small
     tensor operations, whatever the batch. It is what rows pay while the batch thins out at the end of a
     run (the queue has run dry), and what an iteration costs beyond its share of (a) and (c) at any size.
+
+From (a), (c) and (d) it prints the least ratio the solver allows: one evaluation, the two history passes
+and the fixed cost shared by a full batch of 512, with nothing else (no thinning tail, no per-row work).
 
 Usage: ``python benchmarks/attack_overhead.py [--n 1000] [--standin | --weights FILE] [--repeat 2]
 [--batch-size 512 ...] [--config refined|paper|pool ...]``. The model is the zoo's trained FC100-100-10
@@ -189,6 +192,8 @@ def main() -> None:
     fixed, _, _, _ = attack_seconds_per_evaluation(model, x[:8], targets[:8], args.repeat, 1, "paper")
     print(f"(d) one row per iteration (paper, batch_size=1): {1e3 * fixed:.2f} ms per evaluation, the fixed cost of an "
           f"iteration: {fixed / (512 * plain):.1f} x a plain evaluation of a whole batch of 512")
+    print(f"least ratio this solver allows, every batch full (512) and no other work: 1 + (c) + (d) = "
+          f"{1 + passes / plain + fixed / (512 * plain):.1f}")
     for config in args.config or ["refined"]:
         for batch_size in args.batch_size or [512]:
             per_eval, mean_evals, median, phases = attack_seconds_per_evaluation(model, x, targets, args.repeat,
