@@ -296,11 +296,8 @@ class CSearch(PenaltySearch):
         scale = torch.maximum(torch.maximum(s.f.abs(), f.abs()), torch.ones_like(f))
         projected_grad = torch.sub(trial, g, out=s.work).clamp_(self.low, self.high).sub_(trial).abs_().amax(1)
         s.iters += accept.long()
-        converged = accept & ((decrease <= cfg.ftol * scale) | (projected_grad <= cfg.pgtol) | (s.iters >= cfg.max_iter))
-        if cfg.stall_rtol:  # the two tests below are off by default: their masks of zeros are not even built
-            converged |= self._stalled(accept, f, scale)
-        if cfg.outside_in:
-            converged |= self._lost(accept, margin)
+        converged = accept & ((decrease <= cfg.ftol * scale) | (projected_grad <= cfg.pgtol)
+                              | (s.iters >= cfg.max_iter) | self._stalled(accept, f, scale) | self._lost(accept, margin))
         # trial and g are fresh tensors: take them over, with the few rows that keep their point copied
         # back in (a torch.where over (B, m) writes a fresh tensor: 1.4 ms each at batch 512 in the profile)
         kept = (~accept).nonzero().squeeze(1)
